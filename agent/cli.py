@@ -1,0 +1,120 @@
+"""The ``oda`` command line: ``oda envs`` lists the suite, ``oda envs show ID`` writes a
+first-frame PNG and a short MP4 of random actions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values are parsed as YAML scalars/lists (never evaluated as code)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: expected key=value, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _space_str(space: Any) -> str:
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Dict):
+        return "{" + ", ".join(f"{k}: {_space_str(v)}" for k, v in space.spaces.items()) + "}"
+    return f"{space.dtype}{list(space.shape)}"
+
+
+def cmd_envs_list(args: argparse.Namespace) -> int:
+    import envs
+
+    rows = []
+    for spec in envs.list_specs(family=args.family, tag=args.tag):
+        env = envs.make(spec.id, obs=args.obs)
+        try:
+            length = -(-env.unwrapped.episode_steps // spec.action_repeat)
+            rows.append({"id": spec.id, "family": spec.family, "observation": _space_str(env.observation_space),
+                         "action": _space_str(env.action_space), "episode_length": length,
+                         "action_repeat": spec.action_repeat, "tags": list(spec.tags), "description": spec.description})
+        finally:
+            env.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} tasks (obs={args.obs}; episode length in agent steps)")
+    for col in ("id", "observation", "action", "episode", "repeat", "tags"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["id"], r["observation"], r["action"], str(r["episode_length"]), str(r["action_repeat"]),
+                      ",".join(r["tags"]))
+    Console(width=200).print(table)
+    return 0
+
+
+def cmd_envs_show(args: argparse.Namespace) -> int:
+    import envs
+    from envs.rendering import write_mp4, write_png
+
+    env = envs.make(args.env_id, seed=args.seed, **parse_overrides(args.overrides))
+    base = env.unwrapped
+    out = Path(args.out)
+    stem = args.env_id.replace("/", "_")
+    env.reset()
+    frames = [base.render_frame(args.size, args.size)]
+    png = write_png(out / f"{stem}.png", frames[0])
+    for _ in range(args.steps):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        frames.append(base.render_frame(args.size, args.size))
+        if terminated or truncated:
+            env.reset()
+    mp4 = write_mp4(out / f"{stem}.mp4", frames, fps=int(base.metadata.get("render_fps", 30)))
+    env.close()
+    print(f"wrote {png}\nwrote {mp4} ({len(frames)} frames)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="oda", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_envs = sub.add_parser("envs", help="list registered tasks, or show one")
+    p_envs.add_argument("--family", choices=["oda", "dmc", "gym", "ogbench", "robotics"], default=None)
+    p_envs.add_argument("--tag", default=None, help="only tasks with this tag (e.g. goal, safety)")
+    p_envs.add_argument("--obs", default="state", choices=["state", "pixels", "both"])
+    p_envs.add_argument("--json", action="store_true", help="machine-readable output")
+    p_envs.set_defaults(func=cmd_envs_list)
+    envs_sub = p_envs.add_subparsers(dest="envs_command")
+    p_show = envs_sub.add_parser("show", help="write a PNG of the first frame and an MP4 of random actions")
+    p_show.add_argument("env_id")
+    p_show.add_argument("overrides", nargs="*", help="task parameters as key=value (e.g. layout=4x4)")
+    p_show.add_argument("--out", default="outputs/envs", help="output folder")
+    p_show.add_argument("--steps", type=int, default=100, help="random-action steps in the video")
+    p_show.add_argument("--size", type=int, default=256, help="frame side in pixels")
+    p_show.add_argument("--seed", type=int, default=0)
+    p_show.set_defaults(func=cmd_envs_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (KeyError, ValueError) as err:
+        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Planners that search action sequences through a world model (CEM, MPPI, gradient)."""

@@ -1,0 +1,1 @@
+"""Perception encoders and latent (JEPA) world models."""
