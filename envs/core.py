@@ -70,11 +70,14 @@ class OdaEnv(gym.Env):
         """Use ``seed`` for the next ``reset()`` that is called without one."""
         self._next_seed = int(seed)
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> int | None:  # type: ignore[override]
+        """Seed ``np_random``; subclasses call this first and get back the seed in effect
+        (``seed``, else the one from ``seed_next_reset``, else None)."""
         if seed is None and self._next_seed is not None:
             seed = self._next_seed
         self._next_seed = None
-        return super().reset(seed=seed, options=options)
+        super().reset(seed=seed, options=options)
+        return seed
 
     def _setup_spaces(self, state_dim: int, action_space: gym.spaces.Box) -> None:
         self.state_space = state_space(state_dim)

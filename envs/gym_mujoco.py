@@ -93,7 +93,7 @@ class GymMujocoEnv(OdaEnv):
         return {**inner, "measurements": measurements, "safety": {}}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
+        seed = super().reset(seed=seed)
         obs, inner = self._env.reset(seed=seed, options=options)
         return self._observe(obs.astype(np.float32)), self._info(inner)
 

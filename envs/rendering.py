@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 
 import mujoco
@@ -25,6 +26,9 @@ class FrameRenderer:
         self.model = model
         self.fast = fast
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        # Free GL contexts while the interpreter is still intact (at exit or on collection);
+        # left to `Renderer.__del__` at shutdown, EGL raises noisy errors.
+        self._finalizer = weakref.finalize(self, _close_all, self._renderers)
 
     def render(self, data: mujoco.MjData, width: int, height: int,
                camera: str | int | mujoco.MjvCamera = -1) -> np.ndarray:
@@ -40,9 +44,13 @@ class FrameRenderer:
         return renderer.render()
 
     def close(self) -> None:
-        for renderer in self._renderers.values():
-            renderer.close()
-        self._renderers.clear()
+        self._finalizer()
+
+
+def _close_all(renderers: dict[tuple[int, int], mujoco.Renderer]) -> None:
+    for renderer in renderers.values():
+        renderer.close()
+    renderers.clear()
 
 
 def write_png(path: str | os.PathLike, frame: np.ndarray) -> Path:

@@ -1,0 +1,110 @@
+"""The dm_control and Gymnasium families and the wrappers `envs.make` adds."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs
+
+
+def test_unknown_id_and_bad_arguments_are_named():
+    with pytest.raises(KeyError, match="unknown env id 'dmc/walker-fly'"):
+        envs.make("dmc/walker-fly")
+    with pytest.raises(ValueError, match="observation mode 'rgb'"):
+        envs.make("dmc/cartpole-swingup", obs="rgb")
+    with pytest.raises(ValueError, match="action_repeat"):
+        envs.make("dmc/cartpole-swingup", action_repeat=0)
+
+
+def test_every_dmc_benchmarking_task_is_registered():
+    from dm_control import suite
+
+    ids = {s.id for s in envs.list_specs(family="dmc")}
+    assert ids == {f"dmc/{d}-{t}" for d, t in suite.BENCHMARKING}
+
+
+def test_gym_v5_tasks_registered():
+    ids = {s.id for s in envs.list_specs(family="gym")}
+    for name in ("Reacher", "Pusher", "InvertedPendulum", "HalfCheetah", "Hopper", "Walker2d", "Ant"):
+        assert f"gym/{name}-v5" in ids
+
+
+@pytest.mark.parametrize("domain_task, accessors", [
+    ("cartpole-swingup", {"cart_position": "cart_position", "pole_angle_cos": "pole_angle_cosine"}),
+    ("reacher-easy", {"finger_to_target_dist": "finger_to_target_dist"}),
+    ("walker-walk", {"torso_height": "torso_height", "speed": "horizontal_velocity"}),
+    ("hopper-hop", {"torso_height": "height", "speed": "speed"}),
+    ("cheetah-run", {"speed": "speed"}),
+    ("pendulum-swingup", {"pole_vertical": "pole_vertical", "angular_velocity": "angular_velocity"}),
+])
+def test_dmc_measurements_equal_the_suites_accessors(domain_task, accessors):
+    env = envs.make(f"dmc/{domain_task}", seed=0)
+    env.reset()
+    physics = env.unwrapped._physics
+    for _ in range(4):
+        *_, info = env.step(env.action_space.sample())
+        for key, accessor in accessors.items():
+            np.testing.assert_allclose(info["measurements"][key], np.ravel(getattr(physics, accessor)()))
+
+
+def test_dmc_action_repeat_sums_rewards_and_matches_single_steps():
+    actions = np.random.default_rng(1).uniform(-1, 1, size=(6, 1)).astype(np.float32)
+    fine = envs.make("dmc/cartpole-swingup", action_repeat=1)
+    coarse = envs.make("dmc/cartpole-swingup", action_repeat=2)
+    fine.reset(seed=5)
+    coarse.reset(seed=5)
+    for a in actions:
+        _, r1a, *_ = fine.step(a)
+        obs1, r1b, *_ = fine.step(a)
+        obs2, r2, *_ = coarse.step(a)
+        np.testing.assert_allclose(r2, r1a + r1b, rtol=1e-6)
+        np.testing.assert_array_equal(obs2, obs1)
+
+
+def test_dmc_episode_is_500_agent_steps_and_truncated_not_terminated():
+    env = envs.make("dmc/pendulum-swingup")  # default action repeat 2
+    env.reset(seed=0)
+    zero = np.zeros(1, dtype=np.float32)
+    steps, terminated, truncated = 0, False, False
+    while not (terminated or truncated):
+        _, _, terminated, truncated, _ = env.step(zero)
+        steps += 1
+    assert steps == 500 and truncated and not terminated
+    assert envs.get_spec("dmc/pendulum-swingup").episode_length() == 500
+
+
+def test_gym_hopper_terminates_when_it_falls():
+    env = envs.make("gym/Hopper-v5", seed=0)
+    env.reset()
+    for _ in range(1000):
+        _, _, terminated, truncated, info = env.step(np.ones(3, dtype=np.float32))
+        if terminated or truncated:
+            break
+    assert terminated and not truncated
+    assert info["measurements"]["torso_height"].shape == (1,)
+
+
+def test_gym_actions_are_rescaled_to_native_bounds():
+    env = envs.make("gym/InvertedPendulum-v5")  # native bounds [-3, 3]
+    assert env.unwrapped.action_space.high[0] == pytest.approx(3.0)
+    env.reset(seed=0)
+    env.step(np.array([1.0], dtype=np.float32))
+    assert env.unwrapped._data.ctrl[0] == pytest.approx(3.0)
+    env.step(np.array([5.0], dtype=np.float32))  # clipped to the bound
+    assert env.unwrapped._data.ctrl[0] == pytest.approx(3.0)
+
+
+def test_seed_argument_makes_first_reset_repeatable():
+    a = envs.make("dmc/walker-walk", seed=42)
+    b = envs.make("dmc/walker-walk", seed=42)
+    c = envs.make("dmc/walker-walk", seed=43)
+    oa, ob, oc = a.reset()[0], b.reset()[0], c.reset()[0]
+    np.testing.assert_array_equal(oa, ob)
+    assert not np.array_equal(oa, oc)
+    np.testing.assert_array_equal(a.action_space.sample(), b.action_space.sample())
+
+
+def test_gymnasium_make_passes_options_through():
+    env = gym.make("dmc/cartpole-swingup", obs="pixels", image_size=40)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (40, 40, 3)
