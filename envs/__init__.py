@@ -13,4 +13,4 @@ from envs.registry import TaskSpec, get_spec, list_specs, register_task
 __all__ = ["OBS_MODES", "OdaEnv", "TaskSpec", "get_spec", "list_specs", "make", "register_task"]
 
 # Importing the families registers their tasks.
-from envs import dmc, gym_mujoco, tasks  # noqa: E402, F401
+from envs import dmc, extras, gym_mujoco, tasks  # noqa: E402, F401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import weakref
 from pathlib import Path
@@ -26,8 +27,8 @@ class FrameRenderer:
         self.model = model
         self.fast = fast
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
-        # Free GL contexts while the interpreter is still intact (at exit or on collection);
-        # left to `Renderer.__del__` at shutdown, EGL raises noisy errors.
+        # Free GL contexts when collected, or at exit before EGL itself is terminated; left to
+        # `Renderer.__del__` at interpreter shutdown, EGL raises noisy errors.
         self._finalizer = weakref.finalize(self, _close_all, self._renderers)
 
     def render(self, data: mujoco.MjData, width: int, height: int,
@@ -37,7 +38,10 @@ class FrameRenderer:
         if renderer is None:
             vis = self.model.vis.global_
             vis.offwidth, vis.offheight = max(vis.offwidth, width), max(vis.offheight, height)
+            first = not self._renderers
             renderer = self._renderers[key] = mujoco.Renderer(self.model, height, width)
+            if first:  # registered after the GL context exists, so it runs before EGL's exit hook
+                atexit.register(_close_all, self._renderers)
         renderer.update_scene(data, camera=camera)
         for name, flag in _FLAG_IDS.items():
             renderer.scene.flags[flag] = FAST_RENDER_FLAGS[name] if self.fast else True

@@ -1,0 +1,54 @@
+"""The `oda` console script: `oda envs` and `oda envs show`."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio
+import imageio.v3 as iio
+import numpy as np
+
+import envs
+from agent.cli import main, parse_overrides
+
+
+def test_oda_envs_json_lists_every_task(capsys):
+    assert main(["envs", "--json", "--family", "oda"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["id"] for r in rows} == {s.id for s in envs.list_specs(family="oda")}
+    maze = next(r for r in rows if r["id"] == "oda/PointMaze-v0")
+    assert maze["observation"] == "float32[4]" and maze["action"] == "float32[2]"
+    assert maze["episode_length"] == envs.get_spec("oda/PointMaze-v0").episode_steps
+    assert "goal" in maze["tags"]
+
+
+def test_oda_envs_table_through_the_console_script():
+    exe = Path(sys.executable).parent / "oda"
+    assert exe.exists(), "the `oda` console script is not installed"
+    out = subprocess.run([str(exe), "envs", "--tag", "safety"], capture_output=True, text=True, timeout=120, check=True)
+    assert "oda/ArmReach-v0" in out.stdout and "dmc/walker-walk" not in out.stdout
+
+
+def test_oda_envs_show_writes_png_and_mp4(tmp_path, capsys):
+    assert main(["envs", "show", "oda/PointMaze-v0", "layout=open", "--out", str(tmp_path),
+                 "--steps", "12", "--size", "96"]) == 0
+    png = iio.imread(tmp_path / "oda_PointMaze-v0.png")
+    assert png.shape == (96, 96, 3) and png.std() > 0
+    with imageio.get_reader(tmp_path / "oda_PointMaze-v0.mp4") as reader:
+        frames = list(reader.iter_data())
+    assert len(frames) == 13 and frames[0].shape == (96, 96, 3)
+    assert not np.array_equal(frames[0], frames[-1]), "random actions should move the agent"
+    assert not list(tmp_path.glob("*.tmp.*")), "temporary video file left behind"
+
+
+def test_bad_id_and_bad_parameter_give_clear_errors(capsys):
+    assert main(["envs", "show", "oda/NoSuchTask-v0"]) == 2
+    assert "unknown env id 'oda/NoSuchTask-v0'" in capsys.readouterr().err
+    assert main(["envs", "show", "oda/PointMaze-v0", "layout=7"]) == 2
+    assert "layout" in capsys.readouterr().err
+
+
+def test_overrides_are_parsed_as_data_not_code():
+    assert parse_overrides(["a=1", "b=[1, 2]", "c=hello", "d=__import__('os')"]) == {
+        "a": 1, "b": [1, 2], "c": "hello", "d": "__import__('os')"}
