@@ -21,6 +21,8 @@ from envs.registry import TaskSpec, register
 
 def _arr(*values: float | np.ndarray) -> np.ndarray:
     """A flat float64 array: measurements are 1-d even for scalars."""
+    if len(values) == 1:
+        return np.array(values[0], dtype=np.float64).reshape(-1)
     return np.concatenate([np.ravel(v) for v in values]).astype(np.float64)
 
 
@@ -85,12 +87,18 @@ class DMCEnv(OdaEnv):
         self.measurement_keys = tuple(self._info()["measurements"])
         spec = self._env.action_spec()
         action_space = gym.spaces.Box(spec.minimum.astype(np.float32), spec.maximum.astype(np.float32))
-        state_dim = sum(int(np.prod(s.shape)) for s in self._env.observation_spec().values())
-        self._setup_spaces(state_dim, action_space)
+        self._state_dim = sum(int(np.prod(s.shape)) for s in self._env.observation_spec().values())
+        self._setup_spaces(self._state_dim, action_space)
 
-    @staticmethod
-    def _flatten(observation: dict[str, np.ndarray]) -> np.ndarray:
-        return np.concatenate([np.asarray(v, dtype=np.float32).ravel() for v in observation.values()])
+    def _flatten(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        """The suite's observation dict as one float32 vector, in the suite's key order."""
+        out = np.empty(self._state_dim, dtype=np.float32)
+        start = 0
+        for value in observation.values():
+            value = np.ravel(value)
+            out[start:start + value.size] = value
+            start += value.size
+        return out
 
     def _info(self) -> dict[str, Any]:
         data = self._data

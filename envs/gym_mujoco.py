@@ -24,6 +24,8 @@ GYM_TASKS = ("Reacher-v5", "Pusher-v5", "InvertedPendulum-v5", "InvertedDoublePe
 
 def _arr(*values: float | np.ndarray) -> np.ndarray:
     """A flat float64 array: measurements are 1-d even for scalars."""
+    if len(values) == 1:
+        return np.array(values[0], dtype=np.float64).reshape(-1)
     return np.concatenate([np.ravel(v) for v in values]).astype(np.float64)
 
 

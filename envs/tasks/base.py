@@ -150,7 +150,7 @@ class TaskEnv(OdaEnv):
         return self._observe(self.task.get_observation(self.physics)), self._info()
 
     def step(self, action: np.ndarray):
-        action = np.clip(np.asarray(action, dtype=np.float64), self._action_low, self._action_high)
+        action = np.minimum(np.maximum(np.asarray(action, dtype=np.float64), self._action_low), self._action_high)
         self.task.before_step(self.physics, action)
         self.physics.step(action)
         self.task.after_step(self.physics)
