@@ -39,12 +39,21 @@ def cmd_envs_list(args: argparse.Namespace) -> int:
 
     rows = []
     for spec in envs.list_specs(family=args.family, tag=args.tag):
-        env = envs.make(spec.id, obs=args.obs)
+        try:
+            env = envs.make(spec.id, obs=args.obs)
+        except ModuleNotFoundError:
+            if not spec.requires:
+                raise
+            rows.append({"id": spec.id, "family": spec.family, "observation": f"needs {spec.requires}",
+                         "action": "-", "episode_length": spec.episode_length(), "action_repeat": spec.action_repeat,
+                         "tags": list(spec.tags), "description": spec.description, "installed": False})
+            continue
         try:
             length = -(-env.unwrapped.episode_steps // spec.action_repeat)
             rows.append({"id": spec.id, "family": spec.family, "observation": _space_str(env.observation_space),
                          "action": _space_str(env.action_space), "episode_length": length,
-                         "action_repeat": spec.action_repeat, "tags": list(spec.tags), "description": spec.description})
+                         "action_repeat": spec.action_repeat, "tags": list(spec.tags),
+                         "description": spec.description, "installed": True})
         finally:
             env.close()
     if args.json:

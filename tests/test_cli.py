@@ -52,3 +52,10 @@ def test_bad_id_and_bad_parameter_give_clear_errors(capsys):
 def test_overrides_are_parsed_as_data_not_code():
     assert parse_overrides(["a=1", "b=[1, 2]", "c=hello", "d=__import__('os')"]) == {
         "a": 1, "b": [1, 2], "c": "hello", "d": "__import__('os')"}
+
+
+def test_oda_envs_lists_extras_that_are_not_installed(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ogbench", None)  # import now raises ImportError
+    assert main(["envs", "--json", "--family", "ogbench"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and all(not r["installed"] and r["observation"] == "needs ogbench" for r in rows)
