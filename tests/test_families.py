@@ -108,3 +108,16 @@ def test_gymnasium_make_passes_options_through():
     env = gym.make("dmc/cartpole-swingup", obs="pixels", image_size=40)
     obs, _ = env.reset(seed=0)
     assert obs.shape == (40, 40, 3)
+
+
+def test_dmc_frames_equal_the_suites_own_render():
+    from envs.core import FAST_RENDER_FLAGS
+
+    env = envs.make("dmc/walker-walk", seed=0)
+    env.reset()
+    env.step(env.action_space.sample())
+    base = env.unwrapped
+    ours = base.render_frame(64, 48)
+    suite = base._physics.render(48, 64, camera_id=0, render_flag_overrides=FAST_RENDER_FLAGS)
+    np.testing.assert_array_equal(ours, suite)
+    env.close()
