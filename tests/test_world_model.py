@@ -1,0 +1,239 @@
+"""JEPA world model: shapes, differentiable rollouts, training on real PointMaze data, collapse detection."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import envs
+from world_models import (
+    JEPAWorldModel,
+    RunningNormalizer,
+    WorldModelConfig,
+    collapse_diagnostics,
+    make_encoder,
+    num_parameters,
+)
+
+# Latent 16: a healthy model spreads over ~10 dims (effective rank) with per-dim std ~0.5; a
+# collapsed one shrinks towards a point. The floor is what the tests call "not collapsed".
+STD_MIN_FLOOR = 0.1
+RANK_FLOOR = 3.0
+TRAIN_EPISODES, TEST_EPISODES, EPISODE_STEPS = 72, 8, 25
+STEPS, BATCH, HORIZON = 300, 64, 5
+
+
+def _cfg(**overrides) -> WorldModelConfig:
+    base = dict(obs_dim=4, action_dim=2, latent_dim=16, hidden_dim=64, measurement_dims={"agent_xy": 2},
+                lr=1e-3, seed=0)
+    return WorldModelConfig(**{**base, **overrides})
+
+
+def _collapsed(diag: dict[str, float]) -> bool:
+    return diag["latent/std_min"] < STD_MIN_FLOOR or diag["latent/effective_rank"] < RANK_FLOOR
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, np.ndarray]:
+    """Random-action episodes from the open PointMaze: obs [E, L+1, 4], actions [E, L, 2], agent_xy [E, L+1, 2]."""
+    env = envs.make("oda/PointMaze-v0", layout="open", seed=0)
+    rng = np.random.default_rng(0)
+    obs, actions, xy = [], [], []
+    for episode in range(TRAIN_EPISODES + TEST_EPISODES):
+        o, info = env.reset(seed=episode)
+        ep_obs, ep_act, ep_xy = [o], [], [info["measurements"]["agent_xy"]]
+        for _ in range(EPISODE_STEPS):
+            a = rng.uniform(-1.0, 1.0, size=2).astype(np.float32)
+            o, _, _, _, info = env.step(a)
+            ep_obs.append(o)
+            ep_act.append(a)
+            ep_xy.append(info["measurements"]["agent_xy"])
+        obs.append(ep_obs)
+        actions.append(ep_act)
+        xy.append(ep_xy)
+    env.close()
+    return {"obs": np.asarray(obs, np.float32), "actions": np.asarray(actions, np.float32),
+            "agent_xy": np.asarray(xy, np.float32)}
+
+
+def _batch(data: dict[str, np.ndarray], rng: np.random.Generator):
+    e = rng.integers(0, TRAIN_EPISODES, BATCH)[:, None]
+    idx = rng.integers(0, EPISODE_STEPS - HORIZON + 1, BATCH)[:, None] + np.arange(HORIZON + 1)
+    return (torch.as_tensor(data["obs"][e, idx]), torch.as_tensor(data["actions"][e, idx[:, :-1]]),
+            {"agent_xy": torch.as_tensor(data["agent_xy"][e, idx])})
+
+
+def _train(data, model: JEPAWorldModel, steps: int = STEPS) -> list[dict[str, float]]:
+    torch.set_num_threads(1)
+    model.update_normalizer(torch.as_tensor(data["obs"][:TRAIN_EPISODES]))
+    optimizer = model.make_optimizer()
+    rng = np.random.default_rng(0)
+    return [model.train_step(optimizer, *_batch(data, rng)) for _ in range(steps)]
+
+
+def _held_out(data, model: JEPAWorldModel) -> tuple[dict[str, float], float]:
+    """Collapse diagnostics on held-out latents and the agent_xy readout MSE relative to the xy variance."""
+    obs = torch.as_tensor(data["obs"][TRAIN_EPISODES:])
+    xy = torch.as_tensor(data["agent_xy"][TRAIN_EPISODES:])
+    with torch.no_grad():
+        z = model.encode(obs)
+        mse = (model.readout(z)["agent_xy"] - xy).pow(2).mean()
+    return collapse_diagnostics(z), (mse / xy.reshape(-1, 2).var(0).mean()).item()
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    model = JEPAWorldModel(_cfg())
+    return model, _train(data, model)
+
+
+# ----- shapes, rollouts ----------------------------------------------------------------------
+def test_shapes_and_latent_normalisation():
+    model = JEPAWorldModel(_cfg(latent_dim=8, hidden_dim=32))
+    obs, a = torch.randn(5, 3, 4), torch.rand(5, 2) * 2 - 1
+    z = model.encode(obs)
+    assert z.shape == (5, 3, 8) and model.encode_target(obs).shape == (5, 3, 8)
+    # LayerNorm without affine: every latent has zero mean and unit second moment over its dims.
+    torch.testing.assert_close(z.pow(2).mean(-1), torch.ones(5, 3), atol=1e-3, rtol=0)
+    z_next = model.predict(z[:, 0], a)
+    assert z_next.shape == (5, 8)
+    # Zero-initialised residual: the untrained predictor is the identity (up to LayerNorm's eps).
+    torch.testing.assert_close(z_next, z[:, 0], atol=1e-3, rtol=0)
+    assert model.rollout(z[:, 0], torch.zeros(5, 7, 2)).shape == (5, 7, 8)
+    assert model.readout(z)["agent_xy"].shape == (5, 3, 2) and model.readout_keys == ("agent_xy",)
+    with pytest.raises(ValueError, match="obs_dim=4"):
+        model.encode(torch.randn(2, 5))
+    with pytest.raises(ValueError, match="actions"):
+        model.rollout(z[:, 0], torch.zeros(4, 7, 2))
+    with pytest.raises(ValueError, match="action_dim"):
+        JEPAWorldModel(WorldModelConfig(obs_dim=4))
+    with pytest.raises(ValueError, match="unknown encoder 'conv'"):
+        make_encoder("conv", _cfg())
+
+
+def test_rollout_is_differentiable_and_batches_thousands(trained):
+    model, _ = trained
+    z0 = model.encode(torch.randn(1, 4)).detach().expand(2048, -1)
+    actions = (torch.rand(2048, 10, 2) * 2 - 1).requires_grad_(True)
+    z = model.rollout(z0, actions)
+    assert z.shape == (2048, 10, 16) and torch.isfinite(z).all()
+    (z[:, -1] - z0).pow(2).sum().backward()
+    assert actions.grad is not None and actions.grad.abs().sum() > 0
+    assert actions.grad[:, 0].abs().sum() > 0  # the first action influences the last latent
+
+
+# ----- training on real data -----------------------------------------------------------------
+def test_jepa_loss_falls_without_collapse_and_readout_works(data, trained):
+    model, logs = trained
+    first, last = logs[0], logs[-1]
+    assert last["loss/pred"] < 0.2 * first["loss/pred"], (first["loss/pred"], last["loss/pred"])
+    # Scale-free too: error relative to the spread of the targets falls.
+    assert last["loss/pred_rel"] < 0.2 * first["loss/pred_rel"]
+    assert not _collapsed(last), last
+    diag, readout_rel = _held_out(data, model)
+    assert not _collapsed(diag), diag
+    assert diag["latent/effective_rank"] > 6.0, diag
+    assert readout_rel < 0.05, readout_rel  # held-out agent_xy: < 5% of its variance left unexplained
+
+
+def test_readout_probes_do_not_shape_the_representation(data):
+    """Probes see detached latents: changing readout_weight leaves the encoder's training unchanged."""
+    runs = []
+    for weight in (0.0, 10.0):
+        model = JEPAWorldModel(_cfg(readout_weight=weight))
+        _train(data, model, steps=5)
+        runs.append(model.encode(torch.as_tensor(data["obs"][:2])))
+    torch.testing.assert_close(runs[0], runs[1])
+
+
+def test_no_stop_gradient_and_no_regulariser_collapses(data, trained):
+    """Without var/cov terms and with the gradient flowing through the target, latents shrink to a point."""
+
+    class NoStopGradient(JEPAWorldModel):
+        def encode_target(self, obs):
+            return self.encode(obs)
+
+    model = NoStopGradient(_cfg(var_weight=0.0, cov_weight=0.0, ema_tau=0.0, lr=3e-3))
+    logs = _train(data, model)
+    diag, _ = _held_out(data, model)
+    assert _collapsed(logs[-1]) and _collapsed(diag), diag
+    assert logs[-1]["latent/std_mean"] < 0.2 * trained[1][-1]["latent/std_mean"]
+    assert logs[-1]["loss/pred"] < 1e-3  # the predictive loss alone is "solved" by collapsing
+
+
+def test_regulariser_keeps_more_dimensions_than_stop_gradient_alone(data, trained):
+    """With the stop-gradient target but no var/cov, no full collapse was observed, but fewer dims are used."""
+    model = JEPAWorldModel(_cfg(var_weight=0.0, cov_weight=0.0, ema_tau=0.0, lr=1e-2))
+    _train(data, model)
+    diag, _ = _held_out(data, model)
+    healthy, _ = _held_out(data, trained[0])
+    assert diag["latent/effective_rank"] < healthy["latent/effective_rank"] - 2.0, (diag, healthy)
+
+
+# ----- determinism, checkpoints, normaliser --------------------------------------------------
+def test_same_seed_same_parameters_and_loss(data):
+    obs, actions, meas = _batch(data, np.random.default_rng(1))
+    a, b = JEPAWorldModel(_cfg(seed=3)), JEPAWorldModel(_cfg(seed=3))
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+    assert a.loss(obs, actions, meas)[1] == b.loss(obs, actions, meas)[1]
+    c = JEPAWorldModel(_cfg(seed=4))
+    assert not torch.equal(a.encoder.net[0].weight, c.encoder.net[0].weight)
+
+
+def test_state_dict_round_trip(data, trained):
+    model, _ = trained
+    assert model.encoder.normalizer.count.item() == TRAIN_EPISODES * (EPISODE_STEPS + 1)
+    restored = JEPAWorldModel(WorldModelConfig.from_dict(model.cfg.to_dict()))
+    restored.load_state_dict(model.state_dict())
+    obs, actions, meas = _batch(data, np.random.default_rng(2))
+    for fn in ("encode", "encode_target"):
+        torch.testing.assert_close(getattr(restored, fn)(obs), getattr(model, fn)(obs), rtol=0, atol=0)
+    z0 = model.encode(obs[:, 0])
+    torch.testing.assert_close(restored.rollout(z0, actions), model.rollout(z0, actions), rtol=0, atol=0)
+    assert restored.loss(obs, actions, meas)[1] == model.loss(obs, actions, meas)[1]
+    with pytest.raises(ValueError, match="unknown WorldModelConfig keys"):
+        WorldModelConfig.from_dict({**model.cfg.to_dict(), "latnet_dim": 3})
+
+
+def test_ema_target_moves_towards_online():
+    model = JEPAWorldModel(_cfg(ema_tau=0.75))
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in model.target_encoder.parameters()]
+    model.update_target()
+    for b, t, o in zip(before, model.target_encoder.parameters(), model.encoder.parameters(), strict=True):
+        torch.testing.assert_close(t, 0.75 * b + 0.25 * o)
+        assert not t.requires_grad
+    assert num_parameters(model, trainable_only=True) == num_parameters(model) - num_parameters(model.target_encoder)
+
+
+def test_running_normalizer_matches_numpy_and_clamps():
+    x = np.random.default_rng(0).normal([1.0, -2.0, 5.0], [0.5, 3.0, 0.0], size=(300, 3)).astype(np.float32)
+    norm = RunningNormalizer(3, min_std=1e-2, clip=10.0)
+    for chunk in np.array_split(x, 7):
+        norm.update(torch.as_tensor(chunk))
+    np.testing.assert_allclose(norm.mean.numpy(), x.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(norm.var.numpy(), x.var(0), rtol=1e-4, atol=1e-6)
+    out = norm(torch.as_tensor(x) + torch.tensor([0.0, 0.0, 1.0]))  # constant feature moved by 1: std clamped
+    assert torch.isfinite(out).all() and out[:, 2].abs().max() <= 10.0
+
+
+def test_collapse_diagnostics_on_known_clouds():
+    g = torch.Generator().manual_seed(0)
+    iso = collapse_diagnostics(torch.randn(4000, 8, generator=g))
+    assert iso["latent/effective_rank"] > 7.5 and abs(iso["latent/std_min"] - 1.0) < 0.1
+    line = collapse_diagnostics(torch.randn(4000, 1, generator=g) * torch.ones(1, 8))
+    assert line["latent/effective_rank"] < 1.01
+    point = collapse_diagnostics(torch.ones(100, 8) + 1e-7 * torch.randn(100, 8, generator=g))
+    assert point["latent/effective_rank"] == 0.0 and point["latent/std_min"] < 1e-6
+
+
+def test_config_dict_round_trip():
+    cfg = _cfg(measurement_dims={"agent_xy": 2, "agent_speed": 1})
+    assert WorldModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert dataclasses.asdict(cfg) == cfg.to_dict()

@@ -1,0 +1,72 @@
+"""Configuration of the latent JEPA world model (a plain dataclass: serialisable, no eval, no pickle)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class WorldModelConfig:
+    obs_dim: int = 0            # filled from the env by the trainer
+    action_dim: int = 0
+    latent_dim: int = 64
+    hidden_dim: int = 256
+    encoder_layers: int = 2     # hidden layers of the encoder MLP
+    predictor_layers: int = 2   # hidden layers of the predictor MLP
+    train_horizon: int = 5      # multi-step latent rollout length in the loss
+    rho: float = 0.9            # per-step weight rho**t of the rollout loss
+    ema_tau: float = 0.99       # target <- tau * target + (1 - tau) * online
+    var_weight: float = 1.0     # VICReg-style variance term
+    cov_weight: float = 0.04    # covariance term
+    readout_weight: float = 1.0
+    measurement_dims: dict[str, int] = field(default_factory=dict)  # readout heads
+    lr: float = 3e-4
+    grad_clip: float = 10.0
+    # --- additions beyond the shared brief (all have defaults) ---
+    encoder: str = "mlp"        # name in world_models.encoders.ENCODERS
+    one_step_weight: float = 0.0  # optional extra term: predict(online z_t, a_t) vs target z_{t+1} at every t
+    # Per-dim std (over the batch) that the variance hinge asks for. Latents are LayerNorm-ed
+    # (zero mean, unit second moment over dims), so the mean per-dim batch std is at most 1:
+    # a hinge at 1 could never be satisfied; 0.5 asks for a spread that is reachable.
+    var_target: float = 0.5
+    readout_hidden: int = 64    # hidden width of each readout probe
+    norm_min_std: float = 1e-2  # input normaliser: std clamp (constant inputs never divide by ~0)
+    norm_clip: float = 10.0     # input normaliser: normalised inputs are clipped to +-norm_clip
+    seed: int | None = None     # when set, parameter init uses this seed (global RNG left untouched)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field; the trainer fills obs/action dims first."""
+        positive = ("obs_dim", "action_dim", "latent_dim", "hidden_dim", "encoder_layers", "predictor_layers",
+                    "train_horizon", "readout_hidden")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"WorldModelConfig.{name} must be a positive int, got {value!r}")
+        if not 0.0 <= self.ema_tau <= 1.0:
+            raise ValueError(f"WorldModelConfig.ema_tau must be in [0, 1], got {self.ema_tau}")
+        if not 0.0 < self.rho <= 1.0:
+            raise ValueError(f"WorldModelConfig.rho must be in (0, 1], got {self.rho}")
+        for name in ("var_weight", "cov_weight", "readout_weight", "one_step_weight", "var_target", "lr",
+                     "grad_clip", "norm_min_std", "norm_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"WorldModelConfig.{name} must be >= 0, got {getattr(self, name)}")
+        for key, dim in self.measurement_dims.items():
+            if not isinstance(dim, int) or dim <= 0:
+                raise ValueError(f"WorldModelConfig.measurement_dims[{key!r}] must be a positive int, got {dim!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorldModelConfig:
+        """Inverse of ``to_dict``; unknown keys are an error (a typo must not silently use a default)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown WorldModelConfig keys {unknown}; known: {sorted(known)}")
+        values = dict(data)
+        if "measurement_dims" in values:
+            values["measurement_dims"] = {str(k): int(v) for k, v in values["measurement_dims"].items()}
+        return cls(**values)

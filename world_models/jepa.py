@@ -1,0 +1,219 @@
+"""Latent JEPA world model: encoder, EMA target encoder, action-conditioned predictor, readout probes.
+
+Training signal (no rewards, no observation reconstruction):
+- prediction: from the online encoding of obs[:, 0], roll the predictor through the actions and
+  compare step t to the EMA-target encoding of obs[:, t+1]; MSE per step weighted rho**t and
+  normalised by the sum of weights (optionally plus a one-step term from every online encoding);
+- anti-collapse: VICReg-style variance hinge (per-dim std over the batch >= ``var_target``) and
+  covariance (off-diagonal squared / D) on the online encodings of all time steps, together with
+  the slowly moving, stop-gradient target encoder;
+- readout probes: one small MLP per measurement, trained with MSE on DETACHED latents. They are
+  probes: their gradient never reaches the encoder, so the representation is shaped by the JEPA
+  objective alone and the probe error honestly measures what the latent already carries.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from world_models.config import WorldModelConfig
+from world_models.encoders import make_encoder, mlp
+from world_models.predictor import ResidualPredictor
+
+
+def num_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def collapse_diagnostics(z: Tensor) -> dict[str, float]:
+    """Spread of latents z [..., D] (leading dims are samples): per-dim std mean/min and effective rank.
+
+    Effective rank (Roy & Vetterli 2007) = exp(entropy of the normalised singular values of the
+    centred latents): D for an isotropic cloud, 1 for a line, and defined here as 0 when there is
+    no spread at all (total std < 1e-4), where the singular values would be float noise whose
+    entropy says nothing.
+    """
+    z = z.detach().reshape(-1, z.shape[-1]).float()
+    if z.shape[0] < 2:
+        raise ValueError(f"collapse_diagnostics needs at least 2 samples, got z of shape {tuple(z.shape)}")
+    centred = z - z.mean(0)
+    std = centred.pow(2).mean(0).sqrt()
+    if std.pow(2).sum().sqrt() < 1e-4:
+        rank = 0.0
+    else:
+        s = torch.linalg.svdvals(centred)
+        p = s / s.sum()
+        rank = math.exp(-(p * torch.log(p.clamp_min(1e-12))).sum().item())
+    return {"latent/std_mean": std.mean().item(), "latent/std_min": std.min().item(), "latent/effective_rank": rank}
+
+
+def variance_covariance(z: Tensor, var_target: float) -> tuple[Tensor, Tensor]:
+    """VICReg terms on z [N, D]: mean hinge of per-dim std below ``var_target``; off-diag cov^2 / D."""
+    n, d = z.shape
+    centred = z - z.mean(0)
+    std = (centred.pow(2).sum(0) / max(n - 1, 1) + 1e-4).sqrt()
+    var_loss = F.relu(var_target - std).mean()
+    cov = centred.T @ centred / max(n - 1, 1)
+    off_diag = cov - torch.diag(torch.diagonal(cov))
+    return var_loss, off_diag.pow(2).sum() / d
+
+
+class JEPAWorldModel(nn.Module):
+    def __init__(self, cfg: WorldModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        with torch.random.fork_rng(devices=[], enabled=cfg.seed is not None):
+            if cfg.seed is not None:
+                torch.manual_seed(cfg.seed)
+            self.encoder = make_encoder(cfg.encoder, cfg)
+            self.predictor = ResidualPredictor(cfg)
+            self.readout_heads = nn.ModuleDict({
+                name: mlp(cfg.latent_dim, cfg.readout_hidden, dim, 1) for name, dim in cfg.measurement_dims.items()
+            })
+        self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.encoder.parameters()).device
+
+    # ----- model -----------------------------------------------------------------------------
+    def encode(self, obs: Tensor) -> Tensor:
+        """obs [..., obs_dim] -> z [..., D] with the online encoder (input-normalised)."""
+        return self.encoder(obs)
+
+    @torch.no_grad()
+    def encode_target(self, obs: Tensor) -> Tensor:
+        """obs [..., obs_dim] -> z [..., D] with the EMA target encoder (no gradient)."""
+        return self.target_encoder(obs)
+
+    def predict(self, z: Tensor, a: Tensor) -> Tensor:
+        """One latent step: z [N, D], a [N, A] -> z' [N, D] (pure; any leading dims work)."""
+        return self.predictor(z, a)
+
+    def rollout(self, z0: Tensor, actions: Tensor) -> Tensor:
+        """z0 [N, D], actions [N, H, A] -> [N, H, D]; differentiable w.r.t. actions and z0."""
+        return self.predictor.rollout(z0, actions)
+
+    @property
+    def readout_keys(self) -> tuple[str, ...]:
+        """Names of the measurements the readout probes predict."""
+        return tuple(self.readout_heads.keys())
+
+    def readout(self, z: Tensor) -> dict[str, Tensor]:
+        """Named measurements predicted from latents z [..., D] -> {name: [..., k]}."""
+        return {name: head(z) for name, head in self.readout_heads.items()}
+
+    # ----- training --------------------------------------------------------------------------
+    def loss(self, obs: Tensor, actions: Tensor, measurements: dict[str, Tensor] | None = None
+             ) -> tuple[Tensor, dict[str, float]]:
+        """obs [B, T+1, obs_dim], actions [B, T, A], measurements {name: [B, T+1, k]} -> (loss, logs).
+
+        Measurements without a readout head are ignored; heads without a measurement add nothing.
+        """
+        cfg = self.cfg
+        dev = self.device
+        obs = obs.to(dev, torch.float32)
+        actions = actions.to(dev, torch.float32)
+        if obs.dim() != 3 or actions.dim() != 3:
+            raise ValueError(f"loss expects obs [B, T+1, obs_dim] and actions [B, T, A], "
+                             f"got obs {tuple(obs.shape)} and actions {tuple(actions.shape)}")
+        b, t1 = obs.shape[:2]
+        if actions.shape[:2] != (b, t1 - 1) or t1 < 2:
+            raise ValueError(f"actions {tuple(actions.shape)} must be [B, T, A] with B={b}, T=obs steps - 1 = {t1 - 1}"
+                             f" >= 1")
+        horizon = t1 - 1
+
+        z_all = self.encode(obs)                               # [B, T+1, D], online, with grad
+        z_tgt = self.encode_target(obs[:, 1:])                 # [B, T, D], EMA, no grad
+        z_hat = self.rollout(z_all[:, 0], actions)             # [B, T, D]
+        step_mse = (z_hat - z_tgt).pow(2).mean(dim=(0, 2))     # [T]
+        weights = cfg.rho ** torch.arange(horizon, device=dev, dtype=torch.float32)
+        pred = (weights * step_mse).sum() / weights.sum()
+        total = pred
+        logged: dict[str, Tensor] = {"loss/pred": pred, "loss/pred_first": step_mse[0], "loss/pred_last": step_mse[-1]}
+        # Scale-free prediction error: MSE relative to the spread of the targets (0 perfect, ~2 random).
+        logged["loss/pred_rel"] = (z_hat - z_tgt).pow(2).mean() / z_tgt.reshape(-1, z_tgt.shape[-1]).var(0).mean()
+
+        if cfg.one_step_weight > 0:
+            one_step = (self.predict(z_all[:, :-1], actions) - z_tgt).pow(2).mean()
+            total = total + cfg.one_step_weight * one_step
+            logged["loss/one_step"] = one_step
+
+        flat = z_all.reshape(-1, z_all.shape[-1])
+        var_loss, cov_loss = variance_covariance(flat, cfg.var_target)
+        total = total + cfg.var_weight * var_loss + cfg.cov_weight * cov_loss
+        logged["loss/var"], logged["loss/cov"] = var_loss, cov_loss
+
+        readout_loss = obs.new_zeros(())
+        if measurements:
+            heads_in = self.readout(z_all.detach())            # probes: no gradient into the encoder
+            with torch.no_grad():
+                heads_pred = self.readout(z_hat.detach())      # how well measurements survive imagination
+            for name, m in measurements.items():
+                if name not in heads_in:
+                    continue
+                m = m.to(dev, torch.float32)
+                if m.shape[:2] != (b, t1) or m.shape[-1] != heads_in[name].shape[-1]:
+                    raise ValueError(f"measurements[{name!r}] has shape {tuple(m.shape)}, expected "
+                                     f"[{b}, {t1}, {heads_in[name].shape[-1]}]")
+                term = F.mse_loss(heads_in[name], m)
+                readout_loss = readout_loss + term
+                logged[f"readout/{name}"] = term.detach()
+                logged[f"readout/{name}_pred"] = F.mse_loss(heads_pred[name], m[:, 1:])
+        total = total + cfg.readout_weight * readout_loss
+        logged["loss/readout"] = readout_loss
+        logged["loss/total"] = total
+
+        names = list(logged)
+        values = torch.stack([v.detach().float() for v in logged.values()]).tolist()  # one device sync
+        logs = dict(zip(names, values, strict=True))
+        logs.update(collapse_diagnostics(flat))
+        return total, logs
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.trainable_parameters(), lr=self.cfg.lr)
+
+    def train_step(self, optimizer: torch.optim.Optimizer, obs: Tensor, actions: Tensor,
+                   measurements: dict[str, Tensor] | None = None) -> dict[str, float]:
+        """One gradient step (loss, clip to ``grad_clip``, step) followed by one EMA target update.
+
+        The input normaliser is NOT updated here: call ``update_normalizer`` on new experience.
+        """
+        self.train()
+        loss, logs = self.loss(obs, actions, measurements)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            # Probes are clipped on their own: a shared norm would let their gradient rescale the encoder's step.
+            model_params = [*self.encoder.parameters(), *self.predictor.parameters()]
+            logs["grad_norm"] = float(nn.utils.clip_grad_norm_(model_params, self.cfg.grad_clip))
+            if len(self.readout_heads):
+                nn.utils.clip_grad_norm_(self.readout_heads.parameters(), self.cfg.grad_clip)
+        optimizer.step()
+        self.update_target()
+        return logs
+
+    @torch.no_grad()
+    def update_target(self) -> None:
+        """One EMA step: target <- tau * target + (1 - tau) * online; normaliser buffers copied."""
+        weight = 1.0 - self.cfg.ema_tau
+        for p_t, p_o in zip(self.target_encoder.parameters(), self.encoder.parameters(), strict=True):
+            p_t.lerp_(p_o, weight)
+        for b_t, b_o in zip(self.target_encoder.buffers(), self.encoder.buffers(), strict=True):
+            b_t.copy_(b_o)
+
+    @torch.no_grad()
+    def update_normalizer(self, obs: Tensor) -> None:
+        """Merge obs [..., obs_dim] into the running input statistics of the online and target encoders."""
+        self.encoder.update_normalizer(obs)
+        for b_t, b_o in zip(self.target_encoder.buffers(), self.encoder.buffers(), strict=True):
+            b_t.copy_(b_o)
