@@ -1,0 +1,90 @@
+"""The intrinsic cost: a weighted sum of named terms scoring predicted latent trajectories.
+
+``CostModule`` is an ``Objective`` for the planners: ``cost(z [N, H, D], actions [N, H, A])`` returns
+the weighted total ``[N]`` and every active term *unweighted* ``{name: [N]}`` (so logs show what each
+term measures, independent of its weight).
+
+Constraints (guardrails) are NOT costs and do not live here: a guardrail is a hard limit the planner
+must satisfy (a ``Constraint`` returning a violation amount), not something traded off against goal
+progress by a weight. They are handled separately (next issue).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+CostTerm = Callable[[Tensor, Tensor, Tensor], Tensor]  # (z [N, H, D], actions [N, H, A], z_goal [D]) -> [N]
+
+
+def goal_term(z: Tensor, actions: Tensor, z_goal: Tensor) -> Tensor:
+    """Mean over the H predicted steps of the L2 distance to the goal latent."""
+    return torch.linalg.vector_norm(z - z_goal, dim=-1).mean(dim=-1)
+
+
+def goal_final_term(z: Tensor, actions: Tensor, z_goal: Tensor) -> Tensor:
+    """L2 distance of the last predicted latent to the goal latent."""
+    return torch.linalg.vector_norm(z[:, -1] - z_goal, dim=-1)
+
+
+def action_term(z: Tensor, actions: Tensor, z_goal: Tensor) -> Tensor:
+    """Mean squared action magnitude (mean over steps and action dimensions)."""
+    return actions.pow(2).mean(dim=(-2, -1))
+
+
+COST_TERMS: dict[str, CostTerm] = {
+    "goal": goal_term,
+    "goal_final": goal_final_term,
+    "action": action_term,
+}
+
+
+class CostModule:
+    """Weighted sum of registered cost terms toward a goal latent set with :meth:`set_goal`."""
+
+    def __init__(self, weights: dict[str, float]) -> None:
+        if not isinstance(weights, dict) or not weights:
+            raise ValueError(f"cost weights must be a non-empty mapping of term -> weight, got {weights!r}")
+        unknown = sorted(set(weights) - set(COST_TERMS))
+        if unknown:
+            raise ValueError(f"unknown cost term(s) {unknown}; valid terms: {sorted(COST_TERMS)}")
+        clean: dict[str, float] = {}
+        for name, w in weights.items():
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or w != w or w < 0:
+                raise ValueError(f"cost weight {name!r} must be a number >= 0, got {w!r}")
+            clean[name] = float(w)
+        self.weights = clean
+        self.active = {name: w for name, w in clean.items() if w != 0.0}
+        if not self.active:
+            raise ValueError(f"all cost weights are 0 ({clean}); at least one term must be active")
+        self.z_goal: Tensor | None = None
+
+    def set_goal(self, z_goal: Tensor) -> None:
+        """Set the goal latent ``[D]`` (a ``[1, D]`` tensor is accepted and squeezed)."""
+        if not isinstance(z_goal, Tensor):
+            raise ValueError(f"z_goal must be a torch.Tensor, got {type(z_goal).__name__}")
+        if z_goal.ndim == 2 and z_goal.shape[0] == 1:
+            z_goal = z_goal[0]
+        if z_goal.ndim != 1:
+            raise ValueError(f"z_goal must have shape [D], got {list(z_goal.shape)}")
+        self.z_goal = z_goal.detach()
+
+    def __call__(self, z: Tensor, actions: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.z_goal is None:
+            raise RuntimeError("CostModule called before set_goal(z_goal): no goal latent to measure against")
+        if z.ndim != 3 or actions.ndim != 3 or z.shape[:2] != actions.shape[:2]:
+            raise ValueError(f"expected z [N, H, D] and actions [N, H, A] with equal N, H; "
+                             f"got {list(z.shape)} and {list(actions.shape)}")
+        if z.shape[-1] != self.z_goal.shape[-1]:
+            raise ValueError(f"latent dim {z.shape[-1]} does not match the goal's {self.z_goal.shape[-1]}")
+        z_goal = self.z_goal.to(device=z.device, dtype=z.dtype)
+        terms = {name: COST_TERMS[name](z, actions, z_goal) for name in self.active}
+        total = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)
+        for name, value in terms.items():
+            total = total + self.active[name] * value
+        return total, terms
+
+    def __repr__(self) -> str:
+        return f"CostModule({self.weights})"

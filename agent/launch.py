@@ -1,0 +1,277 @@
+"""Launch files: one YAML file per experiment in ``launch/``, loaded into a validated ``LaunchConfig``.
+
+Every key is checked against the dataclass tree below: an unknown key or a value of the wrong type
+is a ValueError naming the key and the file. ``world_model``, ``planner.params``, ``cost`` and
+``env.kwargs`` are free-form mappings (validated by the code that consumes them). Overrides such as
+``["training.steps=500", "planner.params.horizon=8"]`` are applied before validation; their values
+are parsed as YAML (never evaluated as code).
+
+YAML is read with a SafeLoader subclass that (a) rejects duplicate keys and (b) reads ``1e-3`` as
+a float (plain PyYAML follows YAML 1.1 and would read it as the string "1e-3").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent.cost import COST_TERMS
+
+OBS_MODES = ("state", "pixels")
+FREE_FORM = {("world_model",), ("planner", "params"), ("cost",), ("env", "kwargs")}
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader + YAML 1.2 floats (``1e-3``) + duplicate-key detection."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # keys merged in with << may be overridden; only literal repeats are errors
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*\.?[\d_]*(?:[eE][-+]?\d+)|\.\d+(?:[eE][-+]?\d+)?)$"),
+    list("-+0123456789."),
+)
+
+
+@dataclass
+class EnvSection:
+    id: str
+    obs: str = "state"
+    action_repeat: int | None = None
+    image_size: int = 64
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PlannerSection:
+    name: str = "mppi"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainingSection:
+    steps: int = 10_000              # environment steps in total
+    seed_steps: int = 1_000          # random-action steps before the first model update
+    batch_size: int = 64
+    updates_per_step: int = 1        # world-model gradient steps per environment step
+    eval_every: int = 2_000          # environment steps between evaluations (0: never)
+    eval_episodes: int = 5
+    checkpoint_every: int = 5_000    # environment steps between checkpoints (0: only at the end)
+    exploration_noise: float = 0.3   # std of Gaussian noise added to planned actions while training
+    replan_every: int = 1            # execute this many planned actions before replanning
+    episode_steps: int | None = None  # None: the env's own time limit
+
+
+@dataclass
+class LaunchConfig:
+    name: str
+    env: EnvSection
+    world_model: dict[str, Any] = field(default_factory=dict)
+    planner: PlannerSection = field(default_factory=PlannerSection)
+    cost: dict[str, float] = field(default_factory=lambda: {"goal": 1.0})
+    training: TrainingSection = field(default_factory=TrainingSection)
+    seed: int = 0
+    device: str = "auto"
+    run_dir: str = ""                # "" -> runs/<name>
+
+    def __post_init__(self) -> None:
+        if not self.run_dir:
+            self.run_dir = f"runs/{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON/YAML-safe); ``from_dict`` of it gives an equal config."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> LaunchConfig:
+        return _build(cls, data, (), source)
+
+
+# ---------------------------------------------------------------------- validation
+
+def _dotted(path: tuple[str, ...]) -> str:
+    return ".".join(path) or "<top level>"
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _check_value(value: Any, tp: Any, path: tuple[str, ...], source: str) -> Any:
+    """Check ``value`` against a field annotation (str/int/float/bool, Optional, dict[str, X])."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        (tp,) = [t for t in options if t is not type(None)]
+        return _check_value(value, tp, path, source)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{source}: '{_dotted(path)}' must be a mapping, got {type(value).__name__} {value!r}")
+        _, val_tp = typing.get_args(tp)
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValueError(f"{source}: keys of '{_dotted(path)}' must be strings, got {k!r}")
+            out[k] = v if val_tp is Any else _check_value(v, val_tp, (*path, k), source)
+        return out
+    ok = (
+        (tp is int and isinstance(value, int) and not isinstance(value, bool))
+        or (tp is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (tp in (str, bool) and isinstance(value, tp))
+    )
+    if not ok:
+        raise ValueError(f"{source}: '{_dotted(path)}' must be {_type_name(tp)}, "
+                         f"got {type(value).__name__} {value!r}")
+    return float(value) if tp is float else value
+
+
+def _build(cls: type, data: Any, path: tuple[str, ...], source: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: '{_dotted(path)}' must be a mapping, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise ValueError(f"{source}: unknown key '{_dotted((*path, str(key)))}' "
+                             f"(valid keys here: {', '.join(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if name not in data:
+            if required:
+                raise ValueError(f"{source}: missing required key '{_dotted((*path, name))}'")
+            continue
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, data[name], (*path, name), source)
+        else:
+            kwargs[name] = _check_value(data[name], tp, (*path, name), source)
+    obj = cls(**kwargs)
+    _check_ranges(obj, path, source)
+    return obj
+
+
+def _check_ranges(obj: Any, path: tuple[str, ...], source: str) -> None:
+    def bad(key: str, why: str) -> ValueError:
+        return ValueError(f"{source}: '{_dotted((*path, key))}' {why}, got {getattr(obj, key)!r}")
+
+    if isinstance(obj, EnvSection):
+        if not obj.id:
+            raise bad("id", "must be a non-empty env id")
+        if obj.obs not in OBS_MODES:
+            raise bad("obs", f"must be one of {OBS_MODES}")
+        if obj.action_repeat is not None and obj.action_repeat < 1:
+            raise bad("action_repeat", "must be >= 1 or null")
+        if obj.image_size < 8:
+            raise bad("image_size", "must be >= 8")
+    elif isinstance(obj, PlannerSection) and not obj.name:
+        raise bad("name", "must be a non-empty planner name")
+    elif isinstance(obj, TrainingSection):
+        minimum = {"steps": 1, "seed_steps": 0, "batch_size": 1, "updates_per_step": 0, "eval_every": 0,
+                   "eval_episodes": 0, "checkpoint_every": 0, "exploration_noise": 0.0, "replan_every": 1}
+        for key, low in minimum.items():
+            if getattr(obj, key) < low:
+                raise bad(key, f"must be >= {low}")
+        if obj.episode_steps is not None and obj.episode_steps < 1:
+            raise bad("episode_steps", "must be >= 1 or null")
+    elif isinstance(obj, LaunchConfig):
+        if not _NAME.match(obj.name):
+            raise bad("name", "must be letters, digits, '_', '.', '-' (it names the run directory)")
+        if not _DEVICE.match(obj.device):
+            raise bad("device", "must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        unknown = sorted(set(obj.cost) - set(COST_TERMS))
+        if unknown:
+            raise ValueError(f"{source}: unknown cost term(s) {unknown} in 'cost' (valid: {sorted(COST_TERMS)})")
+        for term, weight in obj.cost.items():
+            if weight < 0:
+                raise ValueError(f"{source}: 'cost.{term}' must be >= 0, got {weight!r}")
+
+
+# ---------------------------------------------------------------------- overrides
+
+def _parse_overrides(overrides: list[str] | dict | None) -> list[tuple[str, Any]]:
+    if overrides is None:
+        return []
+    if isinstance(overrides, dict):
+        return [(str(k), v) for k, v in overrides.items()]
+    out = []
+    for item in overrides:
+        key, sep, text = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"override {item!r}: expected key=value, e.g. training.steps=500")
+        try:
+            value = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        except yaml.YAMLError as exc:
+            raise ValueError(f"override {item!r}: value is not valid YAML ({exc})") from exc
+        out.append((key.strip(), value))
+    return out
+
+
+def apply_override(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set dotted ``key`` in the raw launch dict; only free-form sections may gain new keys."""
+    parts = tuple(key.split("."))
+    if any(not p for p in parts):
+        raise ValueError(f"override {key!r}: empty path segment")
+    cls: Any = LaunchConfig
+    for i, part in enumerate(parts):
+        if any(parts[:j] in FREE_FORM for j in range(1, i + 1)):
+            break  # inside a free-form mapping: any key may be created
+        fields = [f.name for f in dataclasses.fields(cls)] if cls is not None else []
+        if part not in fields:
+            valid = ", ".join(fields) if fields else "none, it is a plain value"
+            raise ValueError(f"override {key!r}: unknown key {part!r} under '{_dotted(parts[:i])}' (valid: {valid})")
+        tp = typing.get_type_hints(cls)[part]
+        cls = tp if dataclasses.is_dataclass(tp) else None
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"override {key!r}: '{_dotted(parts[:i + 1])}' is {child!r}, not a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+# ---------------------------------------------------------------------- loading
+
+def load_launch(path: str | Path, overrides: list[str] | dict | None = None) -> LaunchConfig:
+    """Read, override and validate a launch file; errors name the file and the offending key or line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"launch file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ValueError(f"{path}: malformed YAML at {where}: {exc.problem or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: malformed YAML: {exc}") from exc
+    if data is None:
+        raise ValueError(f"{path}: launch file is empty")
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    for key, value in _parse_overrides(overrides):
+        apply_override(data, key, value)
+    return LaunchConfig.from_dict(data, source=str(path))

@@ -1,0 +1,58 @@
+import math
+
+import pytest
+import torch
+
+from agent.cost import COST_TERMS, CostModule
+
+
+def hand_built():
+    # N=2 candidates, H=2 steps, D=2; goal at the origin.
+    z = torch.tensor([[[3.0, 4.0], [0.0, 1.0]],    # distances 5, 1
+                      [[0.0, 0.0], [6.0, 8.0]]])   # distances 0, 10
+    actions = torch.tensor([[[1.0, 0.0], [0.0, 1.0]],      # squares sum 2 over 4 entries -> 0.5
+                            [[0.5, 0.5], [-1.0, -1.0]]])   # 0.5 + 2 = 2.5 over 4 -> 0.625
+    return z, actions, torch.zeros(2)
+
+
+def test_terms_exact():
+    z, actions, goal = hand_built()
+    torch.testing.assert_close(COST_TERMS["goal"](z, actions, goal), torch.tensor([3.0, 5.0]))
+    torch.testing.assert_close(COST_TERMS["goal_final"](z, actions, goal), torch.tensor([1.0, 10.0]))
+    torch.testing.assert_close(COST_TERMS["action"](z, actions, goal), torch.tensor([0.5, 0.625]))
+
+
+def test_weighted_total_and_unweighted_terms():
+    z, actions, goal = hand_built()
+    cost = CostModule({"goal": 2.0, "goal_final": 0.5, "action": 0.0})
+    cost.set_goal(goal + torch.tensor([0.0, 0.0]))
+    total, terms = cost(z, actions)
+    assert set(terms) == {"goal", "goal_final"}  # weight-0 terms are skipped
+    torch.testing.assert_close(terms["goal"], torch.tensor([3.0, 5.0]))  # reported unweighted
+    torch.testing.assert_close(total, torch.tensor([2 * 3.0 + 0.5 * 1.0, 2 * 5.0 + 0.5 * 10.0]))
+
+
+def test_goal_shift_and_gradients():
+    z = torch.tensor([[[1.0, 1.0]]], requires_grad=True)
+    cost = CostModule({"goal_final": 1.0})
+    cost.set_goal(torch.tensor([[1.0, 0.0]]))  # [1, D] accepted
+    total, _ = cost(z, torch.zeros(1, 1, 3))
+    assert math.isclose(total.item(), 1.0)
+    total.sum().backward()
+    torch.testing.assert_close(z.grad, torch.tensor([[[0.0, 1.0]]]))  # gradient planners need this
+
+
+def test_rejections():
+    with pytest.raises(ValueError, match=r"unknown cost term\(s\) \['gaol'\]; valid terms: \['action', 'goal'"):
+        CostModule({"gaol": 1.0})
+    with pytest.raises(ValueError, match="must be a number >= 0"):
+        CostModule({"goal": -1.0})
+    with pytest.raises(ValueError, match="at least one"):
+        CostModule({"goal": 0.0})
+    cost = CostModule({"goal": 1.0})
+    z, actions, _ = hand_built()
+    with pytest.raises(RuntimeError, match="before set_goal"):
+        cost(z, actions)
+    cost.set_goal(torch.zeros(3))
+    with pytest.raises(ValueError, match="latent dim 2"):
+        cost(z, actions)
