@@ -1,5 +1,10 @@
-"""The ``oda`` command line: ``oda envs`` lists the suite, ``oda envs show ID`` writes a
-first-frame PNG and a short MP4 of random actions."""
+"""The ``oda`` command line.
+
+    oda envs [--tag T] [--json]            list the env suite; ``oda envs show ID`` PNG + MP4
+    oda train LAUNCH_FILE [key=value ...]  train an agent (``--resume`` continues a run)
+    oda eval CHECKPOINT --episodes N --json evaluate on fixed evaluation seeds
+    oda record CHECKPOINT --out FILE.mp4   video with the planned trajectory drawn in
+"""
 
 from __future__ import annotations
 
@@ -94,6 +99,68 @@ def cmd_envs_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from agent.launch import load_launch
+    from agent.trainer import Trainer
+
+    cfg = load_launch(args.launch_file, args.overrides)
+    history = Trainer(cfg, resume=args.resume, progress=not args.quiet).train()
+    if history:
+        print(json.dumps(history[-1]))
+    print(f"run directory: {cfg.run_dir}")
+    return 0
+
+
+def _load_actor(args: argparse.Namespace):
+    from agent.build import make_actor, make_env
+    from agent.device import resolve_device
+    from agent.snapshot import load_agent
+
+    device = resolve_device(args.device)
+    cfg, model = load_agent(args.checkpoint, device)
+    env = make_env(cfg)
+    actor = make_actor(cfg, model, env.action_space.shape[0], device, planner=args.planner,
+                       planner_params=parse_overrides(args.planner_params))
+    return cfg, env, actor
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from agent.evaluate import evaluate
+
+    cfg, env, actor = _load_actor(args)
+    result = {"task": cfg.env.id, "planner": args.planner or cfg.planner.name,
+              **evaluate(env, actor, args.episodes, seed=args.seed)}
+    print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from agent.record import record
+
+    cfg, env, actor = _load_actor(args)
+    result = record(env, actor, args.episodes, args.out, size=args.size, seed=args.seed)
+    print(json.dumps({"task": cfg.env.id, **result}))
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from agent.benchmark import run_benchmark
+
+    run_benchmark(args.launch_files, args.seeds, args.episodes, args.out, args.set, args.planners,
+                  progress=not args.quiet)
+    print((Path(args.out) / "results.md").read_text())
+    return 0
+
+
+def _add_agent_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a checkpoint directory (runs/<name>/step_XXXXXXXX)")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0, help="evaluation seed block (disjoint from training seeds)")
+    p.add_argument("--planner", default=None, help="plan with another planner: cem, mppi, gradient, random")
+    p.add_argument("--planner-params", nargs="*", default=[], help="planner settings as key=value")
+    p.add_argument("--device", default="auto")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="oda", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,6 +180,34 @@ def build_parser() -> argparse.ArgumentParser:
     p_show.add_argument("--size", type=int, default=256, help="frame side in pixels")
     p_show.add_argument("--seed", type=int, default=0)
     p_show.set_defaults(func=cmd_envs_show)
+
+    p_train = sub.add_parser("train", help="train an agent from a launch file")
+    p_train.add_argument("launch_file")
+    p_train.add_argument("overrides", nargs="*", help="launch-file overrides, e.g. training.steps=2000")
+    p_train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p_train.add_argument("--quiet", action="store_true", help="no progress bar")
+    p_train.set_defaults(func=cmd_train)
+
+    p_eval = sub.add_parser("eval", help="evaluate a checkpoint on fixed evaluation seeds")
+    _add_agent_args(p_eval)
+    p_eval.add_argument("--json", action="store_true", help="print one JSON object")
+    p_eval.set_defaults(func=cmd_eval)
+
+    p_rec = sub.add_parser("record", help="write an MP4 of evaluation episodes with the plan drawn in")
+    _add_agent_args(p_rec)
+    p_rec.add_argument("--out", required=True, help="output .mp4 file")
+    p_rec.add_argument("--size", type=int, default=256)
+    p_rec.set_defaults(func=cmd_record)
+
+    p_bench = sub.add_parser("benchmark", help="train over seeds, evaluate, write results.json/.md and plots")
+    p_bench.add_argument("launch_files", nargs="+")
+    p_bench.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p_bench.add_argument("--episodes", type=int, default=100, help="evaluation episodes per seed and planner")
+    p_bench.add_argument("--planners", nargs="*", default=None, help="planners to evaluate (default: launch file's)")
+    p_bench.add_argument("--set", nargs="*", default=[], help="overrides for every launch file, key=value")
+    p_bench.add_argument("--out", default="outputs/benchmark")
+    p_bench.add_argument("--quiet", action="store_true")
+    p_bench.set_defaults(func=cmd_benchmark)
     return parser
 
 
@@ -120,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (KeyError, ValueError) as err:
+    except (KeyError, ValueError, FileNotFoundError) as err:
         print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2
 

@@ -103,8 +103,9 @@ class OdaEnv(gym.Env):
     def render(self) -> np.ndarray:
         return self.render_frame(self.image_size, self.image_size)
 
-    def render_frame(self, width: int, height: int) -> np.ndarray:
-        """An ``height x width x 3`` uint8 camera frame of the current state."""
+    def render_frame(self, width: int, height: int, markers: list | None = None) -> np.ndarray:
+        """An ``height x width x 3`` uint8 camera frame of the current state, with optional
+        marker spheres ``(xyz, rgba, radius)`` drawn into the scene."""
         raise NotImplementedError
 
     def goal_observation(self) -> Any:

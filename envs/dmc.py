@@ -125,8 +125,8 @@ class DMCEnv(OdaEnv):
         obs = self._observe(self._flatten(time_step.observation))
         return obs, float(time_step.reward or 0.0), terminated, truncated, self._info()
 
-    def render_frame(self, width: int, height: int) -> np.ndarray:
-        return self._renderer.render(self._data.ptr, width, height, self.camera_id)
+    def render_frame(self, width: int, height: int, markers: list | None = None) -> np.ndarray:
+        return self._renderer.render(self._data.ptr, width, height, self.camera_id, markers)
 
     def close(self) -> None:
         self._renderer.close()

@@ -157,8 +157,8 @@ class MazeAdapter(OdaEnv):
         self._goal_cache = None
         return seed
 
-    def render_frame(self, width: int, height: int) -> np.ndarray:
-        return self._renderer.render(self._data, width, height, self._camera)
+    def render_frame(self, width: int, height: int, markers: list | None = None) -> np.ndarray:
+        return self._renderer.render(self._data, width, height, self._camera, markers)
 
     def close(self) -> None:
         self._renderer.close()

@@ -103,8 +103,8 @@ class GymMujocoEnv(OdaEnv):
         obs, reward, terminated, truncated, inner = self._env.step(action)
         return self._observe(obs.astype(np.float32)), float(reward), terminated, truncated, self._info(inner)
 
-    def render_frame(self, width: int, height: int) -> np.ndarray:
-        return self._renderer.render(self._data, width, height, self._camera)
+    def render_frame(self, width: int, height: int, markers: list | None = None) -> np.ndarray:
+        return self._renderer.render(self._data, width, height, self._camera, markers)
 
     def close(self) -> None:
         self._renderer.close()

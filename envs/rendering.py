@@ -19,6 +19,19 @@ _FLAG_IDS = {
 }
 
 
+Markers = list[tuple[np.ndarray, tuple[float, float, float, float], float]]
+_EYE = np.eye(3).ravel()
+
+
+def _add_markers(scene: mujoco.MjvScene, markers: Markers) -> None:
+    for xyz, rgba, radius in markers:
+        if scene.ngeom >= scene.maxgeom:
+            break
+        mujoco.mjv_initGeom(scene.geoms[scene.ngeom], mujoco.mjtGeom.mjGEOM_SPHERE, np.array([radius, 0.0, 0.0]),
+                            np.asarray(xyz, dtype=np.float64), _EYE, np.asarray(rgba, dtype=np.float32))
+        scene.ngeom += 1
+
+
 class FrameRenderer:
     """One `mujoco.Renderer` per frame size, with shadows, reflections and skybox off unless
     ``fast=False`` (small frames render 3-6x faster without them)."""
@@ -32,7 +45,9 @@ class FrameRenderer:
         self._finalizer = weakref.finalize(self, _close_all, self._renderers)
 
     def render(self, data: mujoco.MjData, width: int, height: int,
-               camera: str | int | mujoco.MjvCamera = -1) -> np.ndarray:
+               camera: str | int | mujoco.MjvCamera = -1, markers: Markers | None = None) -> np.ndarray:
+        """A uint8 frame; ``markers`` are extra spheres ``(xyz, rgba, radius)`` drawn into the
+        scene (e.g. a planned trajectory), seen by the same camera as everything else."""
         key = (width, height)
         renderer = self._renderers.get(key)
         if renderer is None:
@@ -43,6 +58,8 @@ class FrameRenderer:
             if first:  # registered after the GL context exists, so it runs before EGL's exit hook
                 atexit.register(_close_all, self._renderers)
         renderer.update_scene(data, camera=camera)
+        if markers:
+            _add_markers(renderer.scene, markers)
         for name, flag in _FLAG_IDS.items():
             renderer.scene.flags[flag] = FAST_RENDER_FLAGS[name] if self.fast else True
         return renderer.render()

@@ -55,9 +55,9 @@ class Physics:
     def site_xy(self, name: str) -> np.ndarray:
         return self.data.site(name).xpos[:2].copy()
 
-    def render(self, width: int, height: int, camera: str | int = -1) -> np.ndarray:
+    def render(self, width: int, height: int, camera: str | int = -1, markers: list | None = None) -> np.ndarray:
         """A uint8 ``height x width x 3`` frame (shadows, reflections and skybox off)."""
-        return self._renderer.render(self.data, width, height, camera)
+        return self._renderer.render(self.data, width, height, camera, markers)
 
     def close(self) -> None:
         self._renderer.close()
@@ -182,8 +182,8 @@ class TaskEnv(OdaEnv):
         finally:
             self.physics.set_state(saved)
 
-    def render_frame(self, width: int, height: int) -> np.ndarray:
-        return self.physics.render(width, height, camera=self.task.camera)
+    def render_frame(self, width: int, height: int, markers: list | None = None) -> np.ndarray:
+        return self.physics.render(width, height, camera=self.task.camera, markers=markers)
 
     def close(self) -> None:
         self.physics.close()

@@ -1,0 +1,96 @@
+"""`oda benchmark LAUNCH_FILE...`: train over seeds, evaluate each planner on fixed evaluation
+seeds, and write ``results.json``, ``results.md`` and plots (success vs env steps, planning
+latency per planner) into ``--out``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.build import make_actor, make_env
+from agent.evaluate import evaluate
+from agent.launch import load_launch
+from agent.trainer import Trainer
+
+
+def run_benchmark(launch_files: list[str], seeds: list[int], episodes: int, out: str | Path,
+                  overrides: list[str] | None = None, planners: list[str] | None = None,
+                  progress: bool = True) -> list[dict[str, Any]]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for launch_file in launch_files:
+        for seed in seeds:
+            name = load_launch(launch_file, overrides).name
+            run_dir = out / name / f"seed{seed}"
+            cfg = load_launch(launch_file, list(overrides or []) + [f"seed={seed}", f"run_dir={run_dir}"])
+            start = time.perf_counter()
+            trainer = Trainer(cfg, progress=progress)
+            history = trainer.train()
+            train_s = time.perf_counter() - start
+            curves.setdefault(name, []).extend((h["step"], h["success_rate"]) for h in history)
+            for planner in planners or [cfg.planner.name]:
+                actor = make_actor(cfg, trainer.model, trainer.action_dim, trainer.device, planner=planner)
+                result = evaluate(make_env(cfg), actor, episodes, seed=0)
+                row = {"launch": name, "task": cfg.env.id, "seed": seed, "planner": planner,
+                       "env_steps": trainer.step, "train_minutes": round(train_s / 60, 2), **result}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    (out / "results.md").write_text(markdown_table(rows))
+    plot(rows, curves, out)
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Mean +- std over seeds per (launch, planner)."""
+    lines = ["| launch | task | planner | seeds | env steps | success | success (any step) | plan ms median | "
+             "plan ms p95 | train min |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["launch"], r["planner"]), []).append(r)
+    for (launch, planner), rs in groups.items():
+        def ms(key: str, rs: list[dict[str, Any]] = rs) -> str:
+            v = np.array([r[key] for r in rs], dtype=float)
+            return f"{v.mean():.3g} +- {v.std():.2g}"
+        lines.append(f"| {launch} | {rs[0]['task']} | {planner} | {len(rs)} | {rs[0]['env_steps']} | "
+                     f"{ms('success_rate')} | {ms('success_any_rate')} | {ms('plan_ms_median')} | "
+                     f"{ms('plan_ms_p95')} | {ms('train_minutes')} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], curves: dict[str, list[tuple[int, float]]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, points in curves.items():
+        steps = sorted({s for s, _ in points})
+        mean = [np.mean([v for s2, v in points if s2 == s]) for s in steps]
+        ax.plot(steps, mean, marker="o", label=name)
+    ax.set(xlabel="env steps", ylabel="success rate (eval)", ylim=(-0.02, 1.02), title="success vs env steps")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "success_vs_steps.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    labels = sorted({(r["launch"], r["planner"]) for r in rows})
+    med = [np.mean([r["plan_ms_median"] for r in rows if (r["launch"], r["planner"]) == k]) for k in labels]
+    p95 = [np.mean([r["plan_ms_p95"] for r in rows if (r["launch"], r["planner"]) == k]) for k in labels]
+    x = np.arange(len(labels))
+    ax.bar(x - 0.2, med, 0.4, label="median")
+    ax.bar(x + 0.2, p95, 0.4, label="p95")
+    ax.set_xticks(x, [f"{a}\n{b}" for a, b in labels], fontsize=8)
+    ax.set(ylabel="ms per planned action", title="planning latency")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "plan_latency.png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,59 @@
+"""Build the agent's parts from a launch config: env, world model, planner, cost, actor."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from planners.registry import make_planner
+
+import envs
+from agent.actor import MPCActor
+from agent.cost import CostModule
+from agent.launch import LaunchConfig
+from world_models.config import WorldModelConfig
+from world_models.jepa import JEPAWorldModel
+
+
+def make_env(cfg: LaunchConfig, seed: int | None = None) -> gym.Env:
+    kwargs = dict(cfg.env.kwargs)
+    if cfg.training.episode_steps is not None:
+        kwargs["episode_steps"] = cfg.training.episode_steps
+    return envs.make(cfg.env.id, obs=cfg.env.obs, seed=seed, image_size=cfg.env.image_size,
+                     action_repeat=cfg.env.action_repeat, **kwargs)
+
+
+def env_dims(env: gym.Env) -> tuple[tuple[int, ...], np.dtype, int, dict[str, int]]:
+    """Observation shape and dtype, action dim and measurement dims of an env."""
+    _, info = env.reset(seed=0)
+    space = env.observation_space
+    if not isinstance(space, gym.spaces.Box):
+        raise ValueError(f"the agent needs a Box observation space (obs='state' or 'pixels'), got {space}")
+    dims = {k: int(np.asarray(v).shape[0]) for k, v in info.get("measurements", {}).items()}
+    return tuple(space.shape), space.dtype, int(env.action_space.shape[0]), dims
+
+
+def world_model_config(cfg: LaunchConfig, env: gym.Env) -> WorldModelConfig:
+    obs_shape, _, action_dim, measurement_dims = env_dims(env)
+    if len(obs_shape) != 1:
+        raise ValueError(f"state observations are vectors; got shape {obs_shape} (pixels come with a later issue)")
+    known = {f.name for f in dataclasses.fields(WorldModelConfig)}
+    unknown = set(cfg.world_model) - known
+    if unknown:
+        raise ValueError(f"unknown world_model keys {sorted(unknown)}; valid: {sorted(known)}")
+    params: dict[str, Any] = {"measurement_dims": measurement_dims, **cfg.world_model}
+    return WorldModelConfig(obs_dim=obs_shape[0], action_dim=action_dim, **params)
+
+
+def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device: torch.device,
+               planner: str | None = None, planner_params: dict | None = None) -> MPCActor:
+    name = planner or cfg.planner.name
+    # Another planner than the launch file's keeps its horizon only (other settings differ by planner).
+    params = dict(cfg.planner.params) if planner in (None, cfg.planner.name) else (
+        {"horizon": cfg.planner.params["horizon"]} if "horizon" in cfg.planner.params else {})
+    params.update(planner_params or {})
+    plan = make_planner(name, action_dim, device=device, seed=cfg.seed, **params)
+    return MPCActor(model, plan, CostModule(cfg.cost), replan_every=cfg.training.replan_every, device=device)

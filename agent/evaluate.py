@@ -1,0 +1,68 @@
+"""Honest evaluation of an actor on fixed evaluation seeds, disjoint from training seeds.
+
+The actor gets the observation and the goal observation only; ground truth (``success``,
+``safety``, measurements) is read here, after the fact, to score the episode. An episode runs
+to its time limit (or the env's own termination): success means the agent is at the goal at
+the end (``success_rate``); ``success_any_rate`` counts episodes that touched the goal at any
+step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from agent.actor import MPCActor
+
+EVAL_SEED_BASE = 1_000_000  # training episodes are seeded below this, evaluation at and above
+
+
+def run_episode(env: gym.Env, actor: MPCActor, seed: int,
+                on_step: Callable[[gym.Env, MPCActor, dict], None] | None = None) -> dict[str, Any]:
+    """One episode; ``on_step`` (e.g. a video recorder) is called after reset and every step."""
+    obs, info = env.reset(seed=seed)
+    actor.reset(env.unwrapped.goal_observation())
+    if on_step:
+        on_step(env, actor, info)
+    total, steps, violations, reached = 0.0, 0, 0, bool(info.get("success", False))
+    terminated = truncated = False
+    while not (terminated or truncated):
+        obs, reward, terminated, truncated, info = env.step(actor.act(obs))
+        total += float(reward)
+        steps += 1
+        violations += sum(bool(v) for v in info.get("safety", {}).values())
+        reached = reached or bool(info.get("success", False))
+        if on_step:
+            on_step(env, actor, info)
+    result = {"return": total, "length": steps, "violations": violations, "success": bool(info.get("success", False)),
+              "success_any": reached}
+    if "goal_distance" in info.get("measurements", {}):
+        result["final_goal_distance"] = float(info["measurements"]["goal_distance"][0])
+    return result
+
+
+def evaluate(env: gym.Env, actor: MPCActor, episodes: int, seed: int = 0,
+             on_step: Callable[[gym.Env, MPCActor, dict], None] | None = None) -> dict[str, Any]:
+    """Run ``episodes`` episodes with seeds ``EVAL_SEED_BASE + seed * 10_000 + i`` and summarise."""
+    actor.plan_ms.clear()
+    runs = [run_episode(env, actor, EVAL_SEED_BASE + seed * 10_000 + i, on_step) for i in range(episodes)]
+    returns = np.array([r["return"] for r in runs])
+    plan_ms = np.array(actor.plan_ms) if actor.plan_ms else np.array([np.nan])
+    summary = {
+        "episodes": episodes,
+        "success_rate": float(np.mean([r["success"] for r in runs])),
+        "success_any_rate": float(np.mean([r["success_any"] for r in runs])),
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "episode_len_mean": float(np.mean([r["length"] for r in runs])),
+        "plan_ms_median": float(np.median(plan_ms)),
+        "plan_ms_p95": float(np.percentile(plan_ms, 95)),
+        "violations_total": int(sum(r["violations"] for r in runs)),
+        "violation_episodes": int(sum(r["violations"] > 0 for r in runs)),
+    }
+    if all("final_goal_distance" in r for r in runs):
+        summary["final_goal_distance_mean"] = float(np.mean([r["final_goal_distance"] for r in runs]))
+    return summary

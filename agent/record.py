@@ -1,0 +1,55 @@
+"""Rollout videos: the camera frame with the planned trajectory drawn into the scene.
+
+The plan is drawn from the world model's own readout of its predicted latents (e.g. where it
+believes the agent will be), so the picture shows what the agent imagines, next to what
+happens. The goal is drawn by the env itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from agent.actor import MPCActor
+from agent.evaluate import evaluate
+from envs.rendering import write_mp4
+
+# Measurements whose first two entries are a planar world position, in order of preference.
+POSITION_KEYS = ("agent_xy", "ee_pos", "pusher_xy", "fingertip_xy", "block_pose")
+MARKER_HEIGHT = 0.05  # m above the floor plane of our planar tasks
+
+
+def plan_markers(actor: MPCActor, radius: float) -> list[tuple[np.ndarray, tuple, float]]:
+    """Spheres along the predicted positions of the current plan (read out from its latents)."""
+    plan = actor.last_plan
+    heads = getattr(actor.model, "readout_keys", None) or ()
+    key = next((k for k in POSITION_KEYS if k in heads), None)
+    if plan is None or key is None:
+        return []
+    with torch.no_grad():
+        xy = actor.model.readout(plan.latents)[key][:, :2].cpu().numpy()
+    n = len(xy)
+    return [(np.array([x, y, MARKER_HEIGHT]), (0.1, 0.4 + 0.6 * i / max(n - 1, 1), 1.0, 0.9), radius)
+            for i, (x, y) in enumerate(xy)]
+
+
+def record(env: gym.Env, actor: MPCActor, episodes: int, out: str | Path, size: int = 256,
+           seed: int = 0, marker_radius: float | None = None) -> dict[str, Any]:
+    """Evaluate ``episodes`` episodes and write them as one MP4; returns the evaluation summary."""
+    frames: list[np.ndarray] = []
+    base = env.unwrapped
+    if marker_radius is None:  # about 1.5% of the scene's extent
+        physics = getattr(base, "physics", None)
+        marker_radius = 0.015 * float(physics.model.stat.extent) if physics is not None else 0.03
+    radius = marker_radius
+
+    def on_step(env: gym.Env, actor: MPCActor, info: dict) -> None:
+        frames.append(base.render_frame(size, size, plan_markers(actor, radius)))
+
+    summary = evaluate(env, actor, episodes, seed=seed, on_step=on_step)
+    path = write_mp4(out, frames, fps=int(base.metadata.get("render_fps", 30)))
+    return {**summary, "video": str(path), "frames": len(frames)}

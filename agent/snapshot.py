@@ -1,0 +1,82 @@
+"""What an agent checkpoint holds and how it is restored: world model, optimizer, replay,
+counters and random states (safetensors + JSON through `agent.checkpoint`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from agent.checkpoint import load_checkpoint, save_checkpoint
+from agent.launch import LaunchConfig
+from world_models.config import WorldModelConfig
+from world_models.jepa import JEPAWorldModel
+
+if TYPE_CHECKING:
+    from agent.trainer import Trainer
+
+KIND = "agent"
+
+
+def _split(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def save_training_state(trainer: Trainer, path: Path) -> Path:
+    tensors: dict[str, Any] = {f"model.{k}": v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+    optim = trainer.optim.state_dict()
+    for index, state in optim["state"].items():
+        for name, value in state.items():
+            tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).cpu()
+    for k, v in trainer.replay.state_dict().items():
+        tensors[f"replay.{k}"] = torch.from_numpy(np.ascontiguousarray(v))
+    tensors["rng.torch"] = torch.get_rng_state()
+    config = {
+        "launch": trainer.cfg.to_dict(),
+        "world_model": dataclasses.asdict(trainer.wm_cfg),
+        "optimizer_param_groups": optim["param_groups"],
+        "trainer": {"step": trainer.step, "episode": trainer.episode, "updates": trainer.updates,
+                    "numpy_rng": trainer.rng.bit_generator.state, "history": trainer.history,
+                    "explore": {"action": trainer.explore._action.tolist(), "left": trainer.explore._left}},
+    }
+    return save_checkpoint(path, tensors, config, kind=KIND)
+
+
+def load_training_state(trainer: Trainer, path: Path) -> None:
+    tensors, config = load_checkpoint(path, kind=KIND)
+    if config["launch"]["env"]["id"] != trainer.cfg.env.id:
+        raise ValueError(f"checkpoint {path} is for env {config['launch']['env']['id']!r}, "
+                         f"not {trainer.cfg.env.id!r}")
+    trainer.model.load_state_dict(_split(tensors, "model."))
+    optim_state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in _split(tensors, "optim.").items():
+        index, name = key.split(".", 1)
+        optim_state.setdefault(int(index), {})[name] = value
+    trainer.optim.load_state_dict({"state": optim_state, "param_groups": config["optimizer_param_groups"]})
+    replay_state = {k: v.numpy() for k, v in _split(tensors, "replay.").items()}
+    capacity = int(replay_state["capacity"].reshape(-1)[0])
+    if capacity != trainer.replay.capacity:  # a resumed run may train for more steps than planned
+        replay = trainer.replay
+        trainer.replay = type(replay)(capacity, replay.obs_shape, replay.obs_dtype, replay.action_dim,
+                                      replay.measurement_dims)
+    trainer.replay.load_state_dict(replay_state)
+    torch.set_rng_state(tensors["rng.torch"])
+    state = config["trainer"]
+    trainer.step, trainer.episode, trainer.updates = state["step"], state["episode"], state["updates"]
+    trainer.rng.bit_generator.state = state["numpy_rng"]
+    trainer.history = state["history"]
+    trainer.explore._action = np.asarray(state["explore"]["action"], dtype=np.float32)
+    trainer.explore._left = state["explore"]["left"]
+
+
+def load_agent(path: str | Path, device: torch.device) -> tuple[LaunchConfig, JEPAWorldModel]:
+    """The launch config and the trained world model of a checkpoint (for eval / record)."""
+    tensors, config = load_checkpoint(path, kind=KIND)
+    cfg = LaunchConfig.from_dict(config["launch"])
+    model = JEPAWorldModel(WorldModelConfig(**config["world_model"])).to(device)
+    model.load_state_dict(_split(tensors, "model."))
+    model.eval()
+    return cfg, model

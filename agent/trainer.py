@@ -1,0 +1,182 @@
+"""Online training: the agent collects its own experience and learns its world model from it.
+
+No reward is used: seed the replay with exploratory episodes (sticky random actions), then act
+with the planner toward each episode's goal plus exploration noise, updating the world model
+at ``updates_per_step`` gradient steps per env step. Evaluation, TensorBoard scalars and
+checkpoints happen at episode boundaries, so ``--resume`` continues exactly where a checkpoint
+was written, with the replay intact.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from agent.build import env_dims, make_actor, make_env, world_model_config
+from agent.checkpoint import latest_checkpoint
+from agent.device import resolve_device, seed_everything
+from agent.evaluate import EVAL_SEED_BASE, evaluate
+from agent.launch import LaunchConfig
+from agent.memory import EpisodeReplay
+from agent.snapshot import load_training_state, save_training_state
+from world_models.jepa import JEPAWorldModel
+
+
+class StickyRandomActions:
+    """Exploration: a uniform random action held for a random 1..``max_hold`` steps, which
+    covers more ground than independent noise for the same number of steps."""
+
+    def __init__(self, action_dim: int, rng: np.random.Generator, max_hold: int = 10):
+        self.action_dim, self.rng, self.max_hold = action_dim, rng, max_hold
+        self._action, self._left = np.zeros(action_dim, dtype=np.float32), 0
+
+    def __call__(self) -> np.ndarray:
+        if self._left <= 0:
+            self._action = self.rng.uniform(-1, 1, self.action_dim).astype(np.float32)
+            self._left = int(self.rng.integers(1, self.max_hold + 1))
+        self._left -= 1
+        return self._action
+
+
+class Trainer:
+    def __init__(self, cfg: LaunchConfig, resume: bool = False, progress: bool = True):
+        self.cfg = cfg
+        self.progress = progress
+        self.run_dir = Path(cfg.run_dir)
+        seed_everything(cfg.seed)
+        self.device = resolve_device(cfg.device)
+        self.env = make_env(cfg)
+        self.eval_env = make_env(cfg)
+        obs_shape, obs_dtype, self.action_dim, measurement_dims = env_dims(self.env)
+        self.wm_cfg = world_model_config(cfg, self.env)
+        self.model = JEPAWorldModel(self.wm_cfg).to(self.device)
+        self.optim = self.model.make_optimizer()
+        self.actor = make_actor(cfg, self.model, self.action_dim, self.device)
+        capacity = cfg.training.steps + 2 * self.env.unwrapped.episode_steps + 1
+        self.replay = EpisodeReplay(capacity, obs_shape, obs_dtype, self.action_dim, measurement_dims)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.explore = StickyRandomActions(self.action_dim, self.rng)
+        self.step = 0
+        self.episode = 0
+        self.updates = 0
+        self.history: list[dict[str, Any]] = []
+        if resume:
+            ckpt = latest_checkpoint(self.run_dir)
+            if ckpt is None:
+                raise FileNotFoundError(f"--resume: no checkpoint under {self.run_dir}")
+            load_training_state(self, ckpt)
+
+    # -- one gradient step ------------------------------------------------------------------
+    def update(self) -> dict[str, float]:
+        batch = self.replay.sample(self.cfg.training.batch_size, self.wm_cfg.train_horizon, self.rng)
+        tensor = lambda x: torch.as_tensor(x, dtype=torch.float32, device=self.device)  # noqa: E731
+        measurements = {k: tensor(v) for k, v in batch.get("measurements", {}).items()}
+        metrics = self.model.train_step(self.optim, tensor(batch["obs"]), tensor(batch["actions"]), measurements)
+        self.model.eval()
+        self.updates += 1
+        return metrics
+
+    # -- the loop -----------------------------------------------------------------------------
+    def train(self) -> list[dict[str, Any]]:
+        cfg, t = self.cfg, self.cfg.training
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "launch.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        writer = SummaryWriter(str(self.run_dir / "tb"))
+        bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, desc=cfg.name, unit="step")
+        next_eval = (self.step // t.eval_every + 1) * t.eval_every if t.eval_every else None
+        next_ckpt = (self.step // t.checkpoint_every + 1) * t.checkpoint_every if t.checkpoint_every else None
+        timing = {"plan": 0.0, "env": 0.0, "update": 0.0}
+        while self.step < t.steps:
+            seeding = self.step < t.seed_steps
+            ep = self._run_episode(seeding, timing, writer)
+            bar.update(ep["length"])
+            bar.set_postfix(success=ep["success"], loss=ep.get("loss/pred", float("nan")))
+            if seeding and self.step >= t.seed_steps:
+                self._pretrain(writer)
+            if next_eval is not None and (self.step >= next_eval or self.step >= t.steps):
+                self._evaluate(writer)
+                next_eval = (self.step // t.eval_every + 1) * t.eval_every
+            if next_ckpt is not None and (self.step >= next_ckpt or self.step >= t.steps):
+                save_training_state(self, self.run_dir / f"step_{self.step:08d}")
+                next_ckpt = (self.step // t.checkpoint_every + 1) * t.checkpoint_every
+        bar.close()
+        writer.close()
+        return self.history
+
+    def _run_episode(self, seeding: bool, timing: dict[str, float], writer: SummaryWriter) -> dict[str, Any]:
+        t = self.cfg.training
+        seed = self.cfg.seed * 100_000 + self.episode
+        assert seed < EVAL_SEED_BASE, "training seeds must stay below the evaluation seeds"
+        obs, info = self.env.reset(seed=seed)
+        if not seeding:
+            self.actor.reset(self.env.unwrapped.goal_observation())
+        observations, actions = [obs], []
+        measurements = {k: [v] for k, v in info.get("measurements", {}).items()}
+        terminated = truncated = False
+        total, success, metrics = 0.0, False, {}
+        while not (terminated or truncated):
+            start = time.perf_counter()
+            if seeding:
+                action = self.explore()
+            else:
+                action = self.actor.act(obs)
+                noise = t.exploration_noise * self.rng.standard_normal(self.action_dim)
+                action = np.clip(action + noise, -1.0, 1.0).astype(np.float32)
+            timing["plan"] += time.perf_counter() - start
+            start = time.perf_counter()
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            timing["env"] += time.perf_counter() - start
+            observations.append(obs)
+            actions.append(action)
+            for k, v in info.get("measurements", {}).items():
+                measurements[k].append(v)
+            total += float(reward)
+            success = success or bool(info.get("success", False))
+            self.step += 1
+            if not seeding and self.replay.num_steps > 0:
+                start = time.perf_counter()
+                for _ in range(t.updates_per_step):
+                    metrics = self.update()
+                timing["update"] += time.perf_counter() - start
+            if self.step >= t.steps:
+                break
+        self.replay.add_episode(np.asarray(observations), np.asarray(actions, dtype=np.float32),
+                                {k: np.asarray(v, dtype=np.float32) for k, v in measurements.items()})
+        if seeding:
+            self.model.update_normalizer(torch.as_tensor(np.asarray(observations), dtype=torch.float32,
+                                                         device=self.device))
+        self.episode += 1
+        writer.add_scalar("train/episode_return", total, self.step)
+        writer.add_scalar("train/episode_success", float(success), self.step)
+        for k, v in metrics.items():
+            writer.add_scalar(k, v, self.step)
+        for k, v in timing.items():
+            writer.add_scalar(f"time/{k}_ms_per_step", 1e3 * v / max(self.step, 1), self.step)
+        return {"length": len(actions), "success": success, **metrics}
+
+    def _pretrain(self, writer: SummaryWriter) -> None:
+        """After seeding, as many updates as seed steps (the update-to-data ratio, caught up)."""
+        n = self.cfg.training.seed_steps * self.cfg.training.updates_per_step
+        metrics: dict[str, float] = {}
+        for _ in tqdm(range(n), disable=not self.progress, desc="pretrain", leave=False):
+            metrics = self.update()
+        for k, v in metrics.items():
+            writer.add_scalar(k, v, self.step)
+
+    def _evaluate(self, writer: SummaryWriter) -> dict[str, Any]:
+        result = evaluate(self.eval_env, self.actor, self.cfg.training.eval_episodes, seed=0)
+        result = {"step": self.step, **result}
+        self.history.append(result)
+        for k, v in result.items():
+            if isinstance(v, (int, float)) and k != "step":
+                writer.add_scalar(f"eval/{k}", v, self.step)
+        with open(self.run_dir / "eval.jsonl", "a") as f:
+            f.write(json.dumps(result) + "\n")
+        return result

@@ -1,0 +1,107 @@
+"""The agent end to end through the CLI: train, eval --json, record, resume, checkpoints."""
+
+import json
+import shutil
+from pathlib import Path
+
+import imageio
+import numpy as np
+import pytest
+import torch
+
+from agent.build import make_actor, make_env
+from agent.checkpoint import latest_checkpoint
+from agent.cli import main
+from agent.launch import load_launch
+from agent.snapshot import load_agent
+from agent.trainer import Trainer
+
+LAUNCH = Path(__file__).parent.parent / "launch" / "demo.yaml"
+TINY = ["training.steps=240", "training.seed_steps=120", "training.batch_size=16", "training.eval_every=240",
+        "training.eval_episodes=1", "training.checkpoint_every=120", "training.episode_steps=40",
+        "world_model.latent_dim=8", "world_model.hidden_dim=32", "world_model.train_horizon=3",
+        "planner.params.samples=32", "planner.params.elites=8", "planner.params.horizon=4",
+        "planner.params.iterations=2"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    assert main(["train", str(LAUNCH), *TINY, f"run_dir={run}", "--quiet"]) == 0
+    return run
+
+
+def test_train_writes_checkpoints_tensorboard_and_eval_log(trained_run):
+    ckpts = sorted(p.name for p in trained_run.glob("step_*"))
+    assert ckpts == ["step_00000120", "step_00000240"]
+    assert list((trained_run / "tb").glob("events.out.tfevents.*"))
+    evals = [json.loads(line) for line in (trained_run / "eval.jsonl").read_text().splitlines()]
+    assert evals[-1]["step"] == 240 and evals[-1]["episodes"] == 1
+
+
+def test_eval_json_has_the_documented_fields(trained_run, capsys):
+    assert main(["eval", str(trained_run / "step_00000240"), "--episodes", "2", "--json", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("task", "episodes", "success_rate", "return_mean", "return_std", "episode_len_mean",
+                "plan_ms_median", "plan_ms_p95", "violations_total", "violation_episodes"):
+        assert key in result, key
+    assert result["task"] == "oda/PointMaze-v0" and result["episodes"] == 2
+    assert result["episode_len_mean"] == 40 and result["plan_ms_median"] > 0
+
+
+def test_eval_with_another_planner(trained_run, capsys):
+    assert main(["eval", str(trained_run / "step_00000240"), "--episodes", "1", "--json", "--planner", "cem",
+                 "--planner-params", "samples=16", "elites=4", "iterations=2"]) == 0
+    assert json.loads(capsys.readouterr().out)["planner"] == "cem"
+
+
+def test_record_writes_a_video_with_the_plan(trained_run, tmp_path, capsys):
+    out = tmp_path / "rollout.mp4"
+    assert main(["record", str(trained_run / "step_00000240"), "--episodes", "1", "--out", str(out),
+                 "--size", "64"]) == 0
+    assert json.loads(capsys.readouterr().out)["frames"] == 41
+    with imageio.get_reader(out) as reader:
+        frames = list(reader.iter_data())
+    assert len(frames) == 41 and frames[0].shape == (64, 64, 3)
+
+
+def test_saved_and_loaded_agent_act_identically(trained_run):
+    cfg, model = load_agent(trained_run / "step_00000240", torch.device("cpu"))
+    _, again = load_agent(trained_run / "step_00000240", torch.device("cpu"))
+    env = make_env(cfg)
+    obs, _ = env.reset(seed=5)
+    goal = env.unwrapped.goal_observation()
+    actions = []
+    for m in (model, again):
+        actor = make_actor(cfg, m, 2, torch.device("cpu"))
+        actor.reset(goal)
+        actions.append(np.stack([actor.act(obs) for _ in range(3)]))
+    np.testing.assert_array_equal(actions[0], actions[1])
+    for (k, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_resume_continues_at_the_saved_step_with_the_replay(trained_run, tmp_path):
+    run = tmp_path / "resumed"
+    shutil.copytree(trained_run, run)
+    shutil.rmtree(run / "step_00000240")
+    cfg = load_launch(LAUNCH, [*TINY, f"run_dir={run}"])
+    trainer = Trainer(cfg, resume=True, progress=False)
+    assert trainer.step == 120 and trainer.replay.num_steps == 120
+    assert trainer.replay.num_episodes == 3
+    trainer.train()
+    assert trainer.step == 240 and latest_checkpoint(run).name == "step_00000240"
+
+
+def test_corrupt_and_foreign_checkpoints_are_refused(trained_run, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    shutil.copytree(trained_run / "step_00000240", bad)
+    (bad / "weights.safetensors").write_bytes(b"\x80\x04not a safetensors file")
+    assert main(["eval", str(bad), "--episodes", "1"]) == 2
+    assert "corrupt" in capsys.readouterr().err
+    foreign = tmp_path / "foreign"
+    shutil.copytree(trained_run / "step_00000240", foreign)
+    (foreign / "config.json").write_text(json.dumps({"format": "something-else", "version": 3}))
+    assert main(["eval", str(foreign), "--episodes", "1"]) == 2
+    assert "oda checkpoint" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "missing"), "--episodes", "1"]) == 2
