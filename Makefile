@@ -23,10 +23,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/oda envs
-	$(VENV)/bin/oda envs show oda/PointMaze-v0 --out outputs/demo
-	$(VENV)/bin/oda envs show oda/ArmReach-v0 --out outputs/demo
-	$(VENV)/bin/oda envs show dmc/walker-walk --out outputs/demo
+	$(VENV)/bin/oda envs --family oda
+	$(VENV)/bin/oda envs show oda/PointMaze-v0 layout=open --out outputs/demo
+	$(VENV)/bin/oda train launch/demo.yaml run_dir=outputs/demo/run
+	$(VENV)/bin/oda eval outputs/demo/run --episodes 10 --json | tee outputs/demo/eval.json
+	$(VENV)/bin/oda record outputs/demo/run --episodes 2 --out outputs/demo/rollout.mp4
+	@echo "demo outputs: outputs/demo (eval.json, rollout.mp4, run/tb for TensorBoard)"
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

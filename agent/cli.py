@@ -113,11 +113,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _load_actor(args: argparse.Namespace):
     from agent.build import make_actor, make_env
+    from agent.checkpoint import latest_checkpoint
     from agent.device import resolve_device
     from agent.snapshot import load_agent
 
     device = resolve_device(args.device)
-    cfg, model = load_agent(args.checkpoint, device)
+    path = Path(args.checkpoint)
+    if not (path / "config.json").exists() and latest_checkpoint(path) is not None:
+        path = latest_checkpoint(path)  # a run directory: its newest checkpoint
+    cfg, model = load_agent(path, device)
     env = make_env(cfg)
     actor = make_actor(cfg, model, env.action_space.shape[0], device, planner=args.planner,
                        planner_params=parse_overrides(args.planner_params))
@@ -153,7 +157,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def _add_agent_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a checkpoint directory (runs/<name>/step_XXXXXXXX)")
+    p.add_argument("checkpoint", help="a checkpoint directory (runs/<name>/step_XXXXXXXX) or a run directory")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seed", type=int, default=0, help="evaluation seed block (disjoint from training seeds)")
     p.add_argument("--planner", default=None, help="plan with another planner: cem, mppi, gradient, random")
@@ -164,6 +168,10 @@ def _add_agent_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="oda", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    threads = argparse.ArgumentParser(add_help=False)
+    threads.add_argument("--threads", type=int, default=None,
+                         help="torch CPU threads (default: torch's); use 1 per process when running several")
 
     p_envs = sub.add_parser("envs", help="list registered tasks, or show one")
     p_envs.add_argument("--family", choices=["oda", "dmc", "gym", "ogbench", "robotics"], default=None)
@@ -181,25 +189,27 @@ def build_parser() -> argparse.ArgumentParser:
     p_show.add_argument("--seed", type=int, default=0)
     p_show.set_defaults(func=cmd_envs_show)
 
-    p_train = sub.add_parser("train", help="train an agent from a launch file")
+    p_train = sub.add_parser("train", help="train an agent from a launch file", parents=[threads])
     p_train.add_argument("launch_file")
     p_train.add_argument("overrides", nargs="*", help="launch-file overrides, e.g. training.steps=2000")
     p_train.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p_train.add_argument("--quiet", action="store_true", help="no progress bar")
     p_train.set_defaults(func=cmd_train)
 
-    p_eval = sub.add_parser("eval", help="evaluate a checkpoint on fixed evaluation seeds")
+    p_eval = sub.add_parser("eval", help="evaluate a checkpoint on fixed evaluation seeds", parents=[threads])
     _add_agent_args(p_eval)
     p_eval.add_argument("--json", action="store_true", help="print one JSON object")
     p_eval.set_defaults(func=cmd_eval)
 
-    p_rec = sub.add_parser("record", help="write an MP4 of evaluation episodes with the plan drawn in")
+    p_rec = sub.add_parser("record", help="write an MP4 of evaluation episodes with the plan drawn in",
+                           parents=[threads])
     _add_agent_args(p_rec)
     p_rec.add_argument("--out", required=True, help="output .mp4 file")
     p_rec.add_argument("--size", type=int, default=256)
     p_rec.set_defaults(func=cmd_record)
 
-    p_bench = sub.add_parser("benchmark", help="train over seeds, evaluate, write results.json/.md and plots")
+    p_bench = sub.add_parser("benchmark", help="train over seeds, evaluate, write results.json/.md and plots",
+                             parents=[threads])
     p_bench.add_argument("launch_files", nargs="+")
     p_bench.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p_bench.add_argument("--episodes", type=int, default=100, help="evaluation episodes per seed and planner")
@@ -213,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return args.func(args)
     except (KeyError, ValueError, FileNotFoundError) as err:
