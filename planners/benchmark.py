@@ -28,7 +28,9 @@ from torch import Tensor, nn
 from planners.registry import make_planner
 
 # latent, hidden, hidden layers; the tiny one is not run by default (what fits ~30 ms per plan on 2 CPU cores)
-MODELS = {"d64-h256-l2": (64, 256, 2), "d128-h512-l5": (128, 512, 5), "d32-h128-l2": (32, 128, 2)}
+MODELS = {"d64-h256-l2": (64, 256, 2), "d128-h512-l5": (128, 512, 5), "d32-h128-l2": (32, 128, 2),
+          # the project's own JEPA world model (its residual predictor rolls out), latent / hidden
+          "jepa-d8-h128": (8, 128, 0), "jepa-d8-h256": (8, 256, 0), "jepa-d128-h512": (128, 512, 0)}
 DEFAULT_MODELS = ["d64-h256-l2", "d128-h512-l5"]
 
 
@@ -139,9 +141,17 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'model':<14}{'params':>10}  {'planner':<9}{'H':>3}{'median':>9}{'p95':>9}{'floor':>9}{'overhead':>10}  ms")
     for model_name in args.models:
         latent, hidden, layers = MODELS[model_name]
-        model = MLPDynamics(latent, args.action_dim, hidden, layers).to(device)
-        model.requires_grad_(True)
-        params = sum(p.numel() for p in model.parameters())
+        if model_name.startswith("jepa"):
+            from world_models import JEPAWorldModel, WorldModelConfig
+
+            jepa = JEPAWorldModel(WorldModelConfig(obs_dim=4, action_dim=args.action_dim, latent_dim=latent,
+                                                   hidden_dim=hidden, seed=0)).to(device).eval()
+            model = jepa.rollout
+            params = sum(p.numel() for p in jepa.parameters())  # whole world model, target encoder included
+        else:
+            model = MLPDynamics(latent, args.action_dim, hidden, layers).to(device)
+            model.requires_grad_(True)
+            params = sum(p.numel() for p in model.parameters())
         results["models"][model_name] = {"latent": latent, "hidden": hidden, "layers": layers, "params": params}
         z0, goal = torch.randn(latent, device=device), torch.randn(latent, device=device)
         objective = goal_objective(goal)
