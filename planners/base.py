@@ -149,6 +149,23 @@ def improves(cost: Tensor, violation: Tensor | None, best_cost: Tensor, best_vio
     return (feasible & ~best_feasible) | (same & torch.where(feasible, cost < best_cost, violation < best_violation))
 
 
+class Incumbent:
+    """The best sequence(s) seen so far under `rank`'s order (feasible first, then by cost); a
+    batch of independent incumbents when ``actions`` has leading dims (gradient restarts)."""
+
+    def __init__(self, actions: Tensor, constrained: bool) -> None:
+        self.actions = actions
+        self.cost = torch.full(actions.shape[:-2], math.inf, device=actions.device)
+        self.violation = self.cost.clone() if constrained else None
+
+    def offer(self, actions: Tensor, cost: Tensor, violation: Tensor | None) -> None:
+        better = improves(cost, violation, self.cost, self.violation)
+        self.actions = torch.where(better[..., None, None], actions, self.actions)
+        self.cost = torch.where(better, cost, self.cost)
+        if self.violation is not None:
+            self.violation = torch.where(better, violation, self.violation)
+
+
 @dataclass
 class Evaluation:
     latents: Tensor  # [N, H, D]

@@ -14,14 +14,13 @@ cost and terms for exactly the returned actions. The returned sequence becomes t
 from __future__ import annotations
 
 import abc
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from planners.base import Constraint, Dynamics, Objective, Planner, SamplingConfig, evaluate, improves, rank
+from planners.base import Constraint, Dynamics, Incumbent, Objective, Planner, SamplingConfig, evaluate, rank
 
 
 @dataclass
@@ -48,9 +47,7 @@ class SamplingPlanner(Planner):
         mean = init_mean.clamp(-1.0, 1.0)
         std = torch.full_like(mean, cfg.init_std)
         actions = torch.empty(shape, device=self.device)
-        best_actions = mean
-        best_cost = torch.tensor(math.inf, device=self.device)
-        best_violation = None if constraint is None else best_cost.clone()
+        best = Incumbent(mean, constrained=constraint is not None)
         for _ in range(cfg.iterations):
             torch.randn(shape[0] - 1, *shape[1:], generator=self.generator, out=actions[1:])
             actions[1:].mul_(std).add_(mean).clamp_(-1.0, 1.0)
@@ -58,12 +55,7 @@ class SamplingPlanner(Planner):
             ev = evaluate(z0, actions, dynamics, objective, constraint)
             elite_idx = rank(ev.rank_cost, ev.rank_violation, cfg.elites)
             top = elite_idx[0]
-            cost, violation = ev.rank_cost[top], None if ev.rank_violation is None else ev.rank_violation[top]
-            better = improves(cost, violation, best_cost, best_violation)
-            best_actions = torch.where(better, actions[top], best_actions)
-            best_cost = torch.where(better, cost, best_cost)
-            if violation is not None:
-                best_violation = torch.where(better, violation, best_violation)
+            best.offer(actions[top], ev.rank_cost[top], None if ev.rank_violation is None else ev.rank_violation[top])
             elite_violation = None if ev.rank_violation is None else ev.rank_violation[elite_idx]
             new_mean, new_std = self._refit(actions[elite_idx], ev.rank_cost[elite_idx], elite_violation)
             if cfg.momentum > 0:
@@ -75,7 +67,7 @@ class SamplingPlanner(Planner):
             "evaluations": cfg.iterations * n + 2,
             "final_std": float(std.mean()),
         }
-        return torch.stack([mean, best_actions]), info
+        return torch.stack([mean, best.actions]), info
 
 
 class CEMPlanner(SamplingPlanner):

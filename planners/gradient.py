@@ -13,7 +13,6 @@ model's parameters never accumulate ``.grad`` from planning.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,13 +22,13 @@ from torch import Tensor
 from planners.base import (
     Constraint,
     Dynamics,
+    Incumbent,
     Objective,
     Planner,
     PlannerConfig,
     check_float,
     check_int,
     evaluate,
-    improves,
 )
 
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
@@ -65,9 +64,7 @@ class GradientPlanner(Planner):
         noise[0] = 0.0
         actions = (init_mean + cfg.init_std * noise).clamp_(-1.0, 1.0).requires_grad_(True)
         adam_m, adam_v = torch.zeros(shape, device=self.device), torch.zeros(shape, device=self.device)
-        best_actions = actions.detach().clone()
-        best_cost = torch.full((cfg.restarts,), math.inf, device=self.device)
-        best_violation = None if constraint is None else best_cost.clone()
+        best = Incumbent(actions.detach().clone(), constrained=constraint is not None)
         for it in range(1, cfg.iterations + 1):
             with torch.enable_grad():
                 ev = evaluate(z0, actions, dynamics, objective, constraint)
@@ -81,11 +78,7 @@ class GradientPlanner(Planner):
                     )
                 (grad,) = torch.autograd.grad(loss, [actions])
             with torch.no_grad():
-                better = improves(ev.rank_cost, ev.rank_violation, best_cost, best_violation)
-                best_actions = torch.where(better[:, None, None], actions, best_actions)
-                best_cost = torch.where(better, ev.rank_cost, best_cost)
-                if best_violation is not None:
-                    best_violation = torch.where(better, ev.rank_violation, best_violation)
+                best.offer(actions.detach(), ev.rank_cost, ev.rank_violation)
                 grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
                 # Adam, written out: torch.optim's first construction imports torch._dynamo (~2 s).
                 adam_m.mul_(_BETA1).add_(grad, alpha=1.0 - _BETA1)
@@ -93,4 +86,4 @@ class GradientPlanner(Planner):
                 denom = (adam_v / (1.0 - _BETA2**it)).sqrt_().add_(_EPS)
                 actions.addcdiv_(adam_m, denom, value=-cfg.lr / (1.0 - _BETA1**it)).clamp_(-1.0, 1.0)
         info = {"iterations": cfg.iterations, "evaluations": (cfg.iterations + 2) * cfg.restarts}
-        return torch.cat([best_actions, actions.detach()]), info
+        return torch.cat([best.actions, actions.detach()]), info

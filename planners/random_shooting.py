@@ -8,14 +8,23 @@ start is candidate 0 of the first batch, so replanning never loses the previous 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from planners.base import Constraint, Dynamics, Objective, Planner, PlannerConfig, check_int, evaluate, improves, rank
+from planners.base import (
+    Constraint,
+    Dynamics,
+    Incumbent,
+    Objective,
+    Planner,
+    PlannerConfig,
+    check_int,
+    evaluate,
+    rank,
+)
 
 
 @dataclass
@@ -39,21 +48,14 @@ class RandomShootingPlanner(Planner):
     ) -> tuple[Tensor, dict[str, Any]]:
         cfg = self.config
         actions = torch.empty(cfg.samples, cfg.horizon, self.action_dim, device=self.device)
-        best_actions = init_mean.clamp(-1.0, 1.0)
-        best_cost = torch.tensor(math.inf, device=self.device)
-        best_violation = None if constraint is None else best_cost.clone()
+        best = Incumbent(init_mean.clamp(-1.0, 1.0), constrained=constraint is not None)
         for it in range(cfg.iterations):
             torch.rand(actions.shape, generator=self.generator, out=actions)
             actions.mul_(2.0).sub_(1.0)
             if it == 0:
-                actions[0] = best_actions
+                actions[0] = best.actions
             ev = evaluate(z0, actions, dynamics, objective, constraint)
             top = rank(ev.rank_cost, ev.rank_violation, 1)[0]
-            cost, violation = ev.rank_cost[top], None if ev.rank_violation is None else ev.rank_violation[top]
-            better = improves(cost, violation, best_cost, best_violation)
-            best_actions = torch.where(better, actions[top], best_actions)
-            best_cost = torch.where(better, cost, best_cost)
-            if violation is not None:
-                best_violation = torch.where(better, violation, best_violation)
+            best.offer(actions[top], ev.rank_cost[top], None if ev.rank_violation is None else ev.rank_violation[top])
         info = {"iterations": cfg.iterations, "evaluations": cfg.iterations * cfg.samples + 1}
-        return best_actions[None], info
+        return best.actions[None], info
