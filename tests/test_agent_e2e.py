@@ -105,3 +105,16 @@ def test_corrupt_and_foreign_checkpoints_are_refused(trained_run, tmp_path, caps
     assert main(["eval", str(foreign), "--episodes", "1"]) == 2
     assert "oda checkpoint" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "missing"), "--episodes", "1"]) == 2
+
+
+def test_benchmark_writes_results_table_and_plots(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["benchmark", str(LAUNCH), "--seeds", "0", "--episodes", "1", "--planners", "mppi", "random",
+                 "--set", *TINY, "--out", str(out), "--quiet"]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["planner"] for r in rows] == ["mppi", "random"]
+    assert all(r["env_steps"] == 240 and r["episodes"] == 1 for r in rows)
+    table = (out / "results.md").read_text()
+    assert "| demo | oda/PointMaze-v0 | mppi | 1 |" in table and "| random |" in table
+    for png in ("success_vs_steps.png", "plan_latency.png"):
+        assert (out / png).stat().st_size > 1000
