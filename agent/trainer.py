@@ -20,7 +20,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from agent.build import env_dims, make_actor, make_env, world_model_config
-from agent.checkpoint import latest_checkpoint
+from agent.checkpoint import checkpoint_dir, latest_checkpoint
 from agent.device import resolve_device, seed_everything
 from agent.evaluate import EVAL_SEED_BASE, evaluate
 from agent.launch import LaunchConfig
@@ -92,7 +92,7 @@ class Trainer:
         bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, desc=cfg.name, unit="step")
         next_eval = (self.step // t.eval_every + 1) * t.eval_every if t.eval_every else None
         next_ckpt = (self.step // t.checkpoint_every + 1) * t.checkpoint_every if t.checkpoint_every else None
-        timing = {"plan": 0.0, "env": 0.0, "update": 0.0}
+        timing = {"plan": 0.0, "env": 0.0, "update": 0.0, "steps": 0}  # over planning (non-seed) steps
         while self.step < t.steps:
             seeding = self.step < t.seed_steps
             ep = self._run_episode(seeding, timing, writer)
@@ -103,18 +103,18 @@ class Trainer:
             if next_eval is not None and (self.step >= next_eval or self.step >= t.steps):
                 self._evaluate(writer)
                 next_eval = (self.step // t.eval_every + 1) * t.eval_every
-            if next_ckpt is not None and (self.step >= next_ckpt or self.step >= t.steps):
-                save_training_state(self, self.run_dir / f"step_{self.step:08d}")
-                next_ckpt = (self.step // t.checkpoint_every + 1) * t.checkpoint_every
+            if self.step >= t.steps or (next_ckpt is not None and self.step >= next_ckpt):
+                save_training_state(self, checkpoint_dir(self.run_dir, self.step))  # always at the end
+                if next_ckpt is not None:
+                    next_ckpt = (self.step // t.checkpoint_every + 1) * t.checkpoint_every
         bar.close()
         writer.close()
         return self.history
 
     def _run_episode(self, seeding: bool, timing: dict[str, float], writer: SummaryWriter) -> dict[str, Any]:
         t = self.cfg.training
-        seed = self.cfg.seed * 100_000 + self.episode
-        assert seed < EVAL_SEED_BASE, "training seeds must stay below the evaluation seeds"
-        obs, info = self.env.reset(seed=seed)
+        # Training episodes are seeded below EVAL_SEED_BASE, evaluation episodes at or above it.
+        obs, info = self.env.reset(seed=(self.cfg.seed * 100_003 + self.episode) % EVAL_SEED_BASE)
         if not seeding:
             self.actor.reset(self.env.unwrapped.goal_observation())
         observations, actions = [obs], []
@@ -122,17 +122,19 @@ class Trainer:
         terminated = truncated = False
         total, success, metrics = 0.0, False, {}
         while not (terminated or truncated):
-            start = time.perf_counter()
+            t0 = time.perf_counter()
             if seeding:
                 action = self.explore()
             else:
                 action = self.actor.act(obs)
                 noise = t.exploration_noise * self.rng.standard_normal(self.action_dim)
                 action = np.clip(action + noise, -1.0, 1.0).astype(np.float32)
-            timing["plan"] += time.perf_counter() - start
-            start = time.perf_counter()
+            t1 = time.perf_counter()
             obs, reward, terminated, truncated, info = self.env.step(action)
-            timing["env"] += time.perf_counter() - start
+            if not seeding:
+                timing["plan"] += t1 - t0
+                timing["env"] += time.perf_counter() - t1
+                timing["steps"] += 1
             observations.append(obs)
             actions.append(action)
             for k, v in info.get("measurements", {}).items():
@@ -158,7 +160,8 @@ class Trainer:
         for k, v in metrics.items():
             writer.add_scalar(k, v, self.step)
         for k, v in timing.items():
-            writer.add_scalar(f"time/{k}_ms_per_step", 1e3 * v / max(self.step, 1), self.step)
+            if k != "steps" and timing["steps"]:
+                writer.add_scalar(f"time/{k}_ms_per_step", 1e3 * v / timing["steps"], self.step)
         return {"length": len(actions), "success": success, **metrics}
 
     def _pretrain(self, writer: SummaryWriter) -> None:
