@@ -1,9 +1,11 @@
-"""The ``oda`` command line.
+"""The oda command line.
 
-    oda envs [--tag T] [--json]            list the env suite; ``oda envs show ID`` PNG + MP4
-    oda train LAUNCH_FILE [key=value ...]  train an agent (``--resume`` continues a run)
+    oda envs [--tag T] [--json]             list the env suite
+    oda envs show ID [key=value ...]        PNG of the first frame + MP4 of random actions
+    oda train LAUNCH_FILE [key=value ...]   train an agent (--resume continues a run)
     oda eval CHECKPOINT --episodes N --json evaluate on fixed evaluation seeds
-    oda record CHECKPOINT --out FILE.mp4   video with the planned trajectory drawn in
+    oda record CHECKPOINT --out FILE.mp4    video with the planned trajectory drawn in
+    oda benchmark LAUNCH_FILE ... --seeds   train over seeds, evaluate, table + plots
 """
 
 from __future__ import annotations
@@ -166,7 +168,8 @@ def _add_agent_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="oda", description=__doc__)
+    parser = argparse.ArgumentParser(prog="oda", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     threads = argparse.ArgumentParser(add_help=False)
