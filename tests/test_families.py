@@ -121,3 +121,17 @@ def test_dmc_frames_equal_the_suites_own_render():
     suite = base._physics.render(48, 64, camera_id=0, render_flag_overrides=FAST_RENDER_FLAGS)
     np.testing.assert_array_equal(ours, suite)
     env.close()
+
+
+@pytest.mark.parametrize("env_id, xyz, radius", [("oda/PointMaze-v0", (0.0, 0.0, 0.6), 0.3),  # above the walls
+                                                 ("dmc/reacher-easy", (0.0, 0.0, 0.0), 0.05),
+                                                 ("gym/Reacher-v5", (0.0, 0.0, 0.0), 0.05)])
+def test_markers_are_drawn_into_the_scene(env_id, xyz, radius):
+    env = envs.make(env_id, seed=0)
+    env.reset()
+    base = env.unwrapped
+    plain = base.render_frame(64, 64)
+    marked = base.render_frame(64, 64, markers=[(np.array(xyz), (1.0, 0.0, 1.0, 1.0), radius)])
+    assert plain.shape == marked.shape and not np.array_equal(plain, marked)
+    np.testing.assert_array_equal(base.render_frame(64, 64), plain)  # markers do not persist
+    env.close()
