@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from planners.base import Plan, Planner
 
 from agent.cost import CostModule
 from agent.memory import ShortTermMemory
+from planners.base import Plan, Planner
 from world_models.jepa import JEPAWorldModel
 
 

@@ -8,12 +8,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from planners.registry import make_planner
 
 import envs
 from agent.actor import MPCActor
 from agent.cost import CostModule
 from agent.launch import LaunchConfig
+from planners.registry import make_planner
 from world_models.config import WorldModelConfig
 from world_models.jepa import JEPAWorldModel
 
@@ -36,8 +36,8 @@ def env_dims(env: gym.Env) -> tuple[tuple[int, ...], np.dtype, int, dict[str, in
     return tuple(space.shape), space.dtype, int(env.action_space.shape[0]), dims
 
 
-def world_model_config(cfg: LaunchConfig, env: gym.Env) -> WorldModelConfig:
-    obs_shape, _, action_dim, measurement_dims = env_dims(env)
+def world_model_config(cfg: LaunchConfig, obs_shape: tuple[int, ...], action_dim: int,
+                       measurement_dims: dict[str, int]) -> WorldModelConfig:
     if len(obs_shape) != 1:
         raise ValueError(f"state observations are vectors; got shape {obs_shape} (pixels come with a later issue)")
     known = {f.name for f in dataclasses.fields(WorldModelConfig)}

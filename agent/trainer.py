@@ -55,7 +55,7 @@ class Trainer:
         self.env = make_env(cfg)
         self.eval_env = make_env(cfg)
         obs_shape, obs_dtype, self.action_dim, measurement_dims = env_dims(self.env)
-        self.wm_cfg = world_model_config(cfg, self.env)
+        self.wm_cfg = world_model_config(cfg, obs_shape, self.action_dim, measurement_dims)
         self.model = JEPAWorldModel(self.wm_cfg).to(self.device)
         self.optim = self.model.make_optimizer()
         self.actor = make_actor(cfg, self.model, self.action_dim, self.device)

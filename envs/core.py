@@ -26,6 +26,13 @@ OBS_MODES = ("state", "pixels", "both")
 FAST_RENDER_FLAGS = {"shadow": False, "reflection": False, "skybox": False}
 
 
+def measurement(*values: float | np.ndarray) -> np.ndarray:
+    """A measurement value: a flat float64 array, 1-d even for a scalar."""
+    if len(values) == 1:
+        return np.array(values[0], dtype=np.float64).reshape(-1)
+    return np.concatenate([np.ravel(v) for v in values]).astype(np.float64)
+
+
 def check_obs_mode(obs: str) -> str:
     if obs not in OBS_MODES:
         raise ValueError(f"unknown observation mode {obs!r}; expected one of {OBS_MODES}")

@@ -16,16 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from envs.core import OdaEnv
+from envs.core import OdaEnv, measurement
 from envs.registry import TaskSpec, register
 from envs.rendering import FrameRenderer
-
-
-def _arr(*values: float | np.ndarray) -> np.ndarray:
-    """A flat float64 array: measurements are 1-d even for scalars."""
-    if len(values) == 1:
-        return np.array(values[0], dtype=np.float64).reshape(-1)
-    return np.concatenate([np.ravel(v) for v in values]).astype(np.float64)
 
 
 def _sensor(physics: Any, name: str) -> slice:
@@ -42,30 +35,31 @@ def _measurements(domain: str, physics: Any) -> Callable[[Any], dict[str, np.nda
     geom = lambda name: physics.model.name2id(name, "geom")  # noqa: E731
     if domain == "cartpole":
         slider, pole = physics.model.name2id("slider", "joint"), body("pole_1")
-        return lambda d: {"cart_position": _arr(d.qpos[slider]), "pole_angle_cos": _arr(d.xmat[pole, 8])}
+        return lambda d: {"cart_position": measurement(d.qpos[slider]), "pole_angle_cos": measurement(d.xmat[pole, 8])}
     if domain == "reacher":
         target, finger = geom("target"), geom("finger")
         def reacher(d: Any) -> dict[str, np.ndarray]:
             offset = d.geom_xpos[target, :2] - d.geom_xpos[finger, :2]
-            return {"finger_to_target": _arr(offset), "finger_to_target_dist": _arr(np.linalg.norm(offset))}
+            return {"finger_to_target": measurement(offset),
+                    "finger_to_target_dist": measurement(np.linalg.norm(offset))}
 
         return reacher
     if domain in ("walker", "cheetah", "hopper"):
         vel = _sensor(physics, "torso_subtreelinvel")
         torso = body("torso")
         if domain == "walker":
-            return lambda d: {"torso_height": _arr(d.xpos[torso, 2]), "speed": _arr(d.sensordata[vel][0])}
+            return lambda d: {"torso_height": measurement(d.xpos[torso, 2]), "speed": measurement(d.sensordata[vel][0])}
         if domain == "hopper":
             foot = body("foot")
-            return lambda d: {"torso_height": _arr(d.xipos[torso, 2] - d.xipos[foot, 2]),
-                              "speed": _arr(d.sensordata[vel][0])}
-        return lambda d: {"speed": _arr(d.sensordata[vel][0])}
+            return lambda d: {"torso_height": measurement(d.xipos[torso, 2] - d.xipos[foot, 2]),
+                              "speed": measurement(d.sensordata[vel][0])}
+        return lambda d: {"speed": measurement(d.sensordata[vel][0])}
     if domain == "pendulum":
         pole, hinge = body("pole"), physics.model.name2id("hinge", "joint")
-        return lambda d: {"pole_vertical": _arr(d.xmat[pole, 8]), "angular_velocity": _arr(d.qvel[hinge])}
+        return lambda d: {"pole_vertical": measurement(d.xmat[pole, 8]), "angular_velocity": measurement(d.qvel[hinge])}
     if domain == "point_mass":
         target, mass = geom("target"), geom("pointmass")
-        return lambda d: {"mass_to_target_dist": _arr(np.linalg.norm(d.geom_xpos[target] - d.geom_xpos[mass]))}
+        return lambda d: {"mass_to_target_dist": measurement(np.linalg.norm(d.geom_xpos[target] - d.geom_xpos[mass]))}
     return None
 
 

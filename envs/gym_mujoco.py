@@ -14,7 +14,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from envs.core import OdaEnv
+from envs.core import OdaEnv, measurement
 from envs.registry import TaskSpec, register
 from envs.rendering import FrameRenderer
 
@@ -22,15 +22,8 @@ GYM_TASKS = ("Reacher-v5", "Pusher-v5", "InvertedPendulum-v5", "InvertedDoublePe
              "Hopper-v5", "Walker2d-v5", "Swimmer-v5", "Ant-v5", "Humanoid-v5")
 
 
-def _arr(*values: float | np.ndarray) -> np.ndarray:
-    """A flat float64 array: measurements are 1-d even for scalars."""
-    if len(values) == 1:
-        return np.array(values[0], dtype=np.float64).reshape(-1)
-    return np.concatenate([np.ravel(v) for v in values]).astype(np.float64)
-
-
 def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return _arr(float(np.linalg.norm(a - b)))
+    return measurement(float(np.linalg.norm(a - b)))
 
 
 # Named physical quantities per task (SI units), from MjData and Gymnasium's step info.
@@ -42,14 +35,14 @@ _MEASUREMENTS: dict[str, Callable[[Any, dict], dict[str, np.ndarray]]] = {
     "Pusher": lambda d, i: {"tip_xyz": d.body("tips_arm").xpos.copy(), "object_xyz": d.body("object").xpos.copy(),
                             "goal_xyz": d.body("goal").xpos.copy(),
                             "object_to_goal_dist": _dist(d.body("object").xpos, d.body("goal").xpos)},
-    "InvertedPendulum": lambda d, i: {"cart_position": _arr(d.qpos[0]), "pole_angle": _arr(d.qpos[1])},
-    "HalfCheetah": lambda d, i: {"x_velocity": _arr(i.get("x_velocity", 0.0))},
-    "Hopper": lambda d, i: {"torso_height": _arr(d.qpos[1]), "torso_angle": _arr(d.qpos[2]),
-                            "x_velocity": _arr(i.get("x_velocity", 0.0))},
-    "Walker2d": lambda d, i: {"torso_height": _arr(d.qpos[1]), "torso_angle": _arr(d.qpos[2]),
-                              "x_velocity": _arr(i.get("x_velocity", 0.0))},
+    "InvertedPendulum": lambda d, i: {"cart_position": measurement(d.qpos[0]), "pole_angle": measurement(d.qpos[1])},
+    "HalfCheetah": lambda d, i: {"x_velocity": measurement(i.get("x_velocity", 0.0))},
+    "Hopper": lambda d, i: {"torso_height": measurement(d.qpos[1]), "torso_angle": measurement(d.qpos[2]),
+                            "x_velocity": measurement(i.get("x_velocity", 0.0))},
+    "Walker2d": lambda d, i: {"torso_height": measurement(d.qpos[1]), "torso_angle": measurement(d.qpos[2]),
+                              "x_velocity": measurement(i.get("x_velocity", 0.0))},
     "Ant": lambda d, i: {"torso_xyz": d.qpos[:3].copy(),
-                         "xy_velocity": _arr(i.get("x_velocity", 0.0), i.get("y_velocity", 0.0))},
+                         "xy_velocity": measurement(i.get("x_velocity", 0.0), i.get("y_velocity", 0.0))},
 }
 
 
