@@ -86,7 +86,18 @@ def _held_out(data, model: JEPAWorldModel) -> tuple[dict[str, float], float]:
 
 @pytest.fixture(scope="module")
 def trained(data):
+    """The default objective: JEPA + metric shaping (smoothness, inverse dynamics)."""
     model = JEPAWorldModel(_cfg())
+    return model, _train(data, model)
+
+
+PLAIN = {"smooth_weight": 0.0, "idm_weight": 0.0}
+
+
+@pytest.fixture(scope="module")
+def plain(data):
+    """The plain JEPA objective: rollout prediction + VICReg terms only."""
+    model = JEPAWorldModel(_cfg(**PLAIN))
     return model, _train(data, model)
 
 
@@ -135,8 +146,34 @@ def test_jepa_loss_falls_without_collapse_and_readout_works(data, trained):
     assert not _collapsed(last), last
     diag, readout_rel = _held_out(data, model)
     assert not _collapsed(diag), diag
-    assert diag["latent/effective_rank"] > 6.0, diag
     assert readout_rel < 0.05, readout_rel  # held-out agent_xy: < 5% of its variance left unexplained
+
+
+def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    ra, rb = a.argsort().argsort().float(), b.argsort().argsort().float()
+    return torch.corrcoef(torch.stack([ra, rb]))[0, 1].item()
+
+
+def _distance_agreement(data, model: JEPAWorldModel) -> float:
+    """Spearman correlation of latent L2 distance and true xy distance over held-out state pairs."""
+    obs = torch.as_tensor(data["obs"][TRAIN_EPISODES:]).reshape(-1, 4)
+    xy = torch.as_tensor(data["agent_xy"][TRAIN_EPISODES:]).reshape(-1, 2)
+    i, j = torch.randint(0, len(obs), (2, 4000), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        z = model.encode(obs)
+    return _spearman((z[i] - z[j]).norm(dim=-1), (xy[i] - xy[j]).norm(dim=-1))
+
+
+def test_metric_shaping_makes_latent_distance_follow_state_distance(data, trained, plain):
+    """What the planner ranks by: with smoothness + inverse dynamics (the default), latent L2
+    distance orders state pairs by their true distance far better than the plain JEPA objective,
+    which spreads the latent over more dimensions (higher effective rank) with no metric meaning."""
+    shaped, plain = trained[0], plain[0]
+    assert plain.idm_head is None and shaped.idm_head is not None
+    plain_diag, _ = _held_out(data, plain)
+    assert plain_diag["latent/effective_rank"] > 6.0, plain_diag
+    rho_shaped, rho_plain = _distance_agreement(data, shaped), _distance_agreement(data, plain)
+    assert rho_shaped > 0.85 and rho_shaped > rho_plain + 0.1, (rho_shaped, rho_plain)
 
 
 def test_readout_probes_do_not_shape_the_representation(data):
@@ -156,7 +193,7 @@ def test_no_stop_gradient_and_no_regulariser_collapses(data, trained):
         def encode_target(self, obs):
             return self.encode(obs)
 
-    model = NoStopGradient(_cfg(var_weight=0.0, cov_weight=0.0, ema_tau=0.0, lr=3e-3))
+    model = NoStopGradient(_cfg(var_weight=0.0, cov_weight=0.0, ema_tau=0.0, lr=3e-3, **PLAIN))
     logs = _train(data, model)
     diag, _ = _held_out(data, model)
     assert _collapsed(logs[-1]) and _collapsed(diag), diag
@@ -164,12 +201,12 @@ def test_no_stop_gradient_and_no_regulariser_collapses(data, trained):
     assert logs[-1]["loss/pred"] < 1e-3  # the predictive loss alone is "solved" by collapsing
 
 
-def test_regulariser_keeps_more_dimensions_than_stop_gradient_alone(data, trained):
+def test_regulariser_keeps_more_dimensions_than_stop_gradient_alone(data, plain):
     """With the stop-gradient target but no var/cov, no full collapse was observed, but fewer dims are used."""
-    model = JEPAWorldModel(_cfg(var_weight=0.0, cov_weight=0.0, ema_tau=0.0, lr=1e-2))
+    model = JEPAWorldModel(_cfg(var_weight=0.0, cov_weight=0.0, ema_tau=0.0, lr=1e-2, **PLAIN))
     _train(data, model)
     diag, _ = _held_out(data, model)
-    healthy, _ = _held_out(data, trained[0])
+    healthy, _ = _held_out(data, plain[0])
     assert diag["latent/effective_rank"] < healthy["latent/effective_rank"] - 2.0, (diag, healthy)
 
 
@@ -237,3 +274,13 @@ def test_config_dict_round_trip():
     cfg = _cfg(measurement_dims={"agent_xy": 2, "agent_speed": 1})
     assert WorldModelConfig.from_dict(cfg.to_dict()) == cfg
     assert dataclasses.asdict(cfg) == cfg.to_dict()
+
+
+def test_bfloat16_training_learns_and_keeps_float32_parameters(data):
+    model = JEPAWorldModel(_cfg(train_precision="bfloat16"))
+    logs = _train(data, model, steps=150)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert np.isfinite(logs[-1]["loss/total"]) and logs[-1]["loss/pred"] < 0.3 * logs[0]["loss/pred"]
+    assert not _collapsed(logs[-1]), logs[-1]
+    with pytest.raises(ValueError, match="train_precision"):
+        _cfg(train_precision="float16").validate()

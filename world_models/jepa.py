@@ -7,6 +7,10 @@ Training signal (no rewards, no observation reconstruction):
 - anti-collapse: VICReg-style variance hinge (per-dim std over the batch >= ``var_target``) and
   covariance (off-diagonal squared / D) on the online encodings of all time steps, together with
   the slowly moving, stop-gradient target encoder;
+- metric shaping (on by default; weights 0 give the plain JEPA objective): temporal smoothness of
+  consecutive online encodings and an inverse-dynamics head (a_t from z_t, z_{t+1}) whose
+  gradient reaches the encoder, so L2 distances between latents follow how many steps apart the
+  states are (what the planner ranks by);
 - readout probes: one small MLP per measurement, trained with MSE on DETACHED latents. They are
   probes: their gradient never reaches the encoder, so the representation is shaped by the JEPA
   objective alone and the probe error honestly measures what the latent already carries.
@@ -76,6 +80,8 @@ class JEPAWorldModel(nn.Module):
             self.readout_heads = nn.ModuleDict({
                 name: mlp(cfg.latent_dim, cfg.readout_hidden, dim, 1) for name, dim in cfg.measurement_dims.items()
             })
+            # Only built when used, so checkpoints without metric shaping keep their tensor set.
+            self.idm_head = mlp(2 * cfg.latent_dim, cfg.hidden_dim, cfg.action_dim, 1) if cfg.idm_weight > 0 else None
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
 
     @property
@@ -150,6 +156,16 @@ class JEPAWorldModel(nn.Module):
         total = total + cfg.var_weight * var_loss + cfg.cov_weight * cov_loss
         logged["loss/var"], logged["loss/cov"] = var_loss, cov_loss
 
+        if cfg.smooth_weight > 0:
+            smooth = (z_all[:, 1:] - z_all[:, :-1]).pow(2).sum(-1).mean()
+            total = total + cfg.smooth_weight * smooth
+            logged["loss/smooth"] = smooth
+        if self.idm_head is not None:
+            a_hat = self.idm_head(torch.cat([z_all[:, :-1], z_all[:, 1:]], dim=-1))
+            idm = F.mse_loss(a_hat, actions)
+            total = total + cfg.idm_weight * idm
+            logged["loss/idm"] = idm
+
         readout_loss = obs.new_zeros(())
         if measurements:
             heads_in = self.readout(z_all.detach())            # probes: no gradient into the encoder
@@ -189,12 +205,16 @@ class JEPAWorldModel(nn.Module):
         The input normaliser is NOT updated here: call ``update_normalizer`` on new experience.
         """
         self.train()
-        loss, logs = self.loss(obs, actions, measurements)
+        precision = torch.bfloat16 if self.cfg.train_precision == "bfloat16" else None
+        with torch.autocast(self.device.type, dtype=precision or torch.float32, enabled=precision is not None):
+            loss, logs = self.loss(obs, actions, measurements)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip > 0:
             # Probes are clipped on their own: a shared norm would let their gradient rescale the encoder's step.
             model_params = [*self.encoder.parameters(), *self.predictor.parameters()]
+            if self.idm_head is not None:
+                model_params += list(self.idm_head.parameters())
             logs["grad_norm"] = float(nn.utils.clip_grad_norm_(model_params, self.cfg.grad_clip))
             if len(self.readout_heads):
                 nn.utils.clip_grad_norm_(self.readout_heads.parameters(), self.cfg.grad_clip)
