@@ -104,14 +104,77 @@ class GymMujocoEnv(OdaEnv):
         self._env.close()
 
 
+class GymReacherEnv(GymMujocoEnv):
+    """Reacher-v5, also a goal-reaching task: success when the fingertip is within
+    ``success_radius`` (default 0.02 m: fingertip and target touch) of the target.
+
+    Gymnasium's reward is kept. ``goal_observation()`` is the observation with the arm at rest in
+    the inverse-kinematics pose that puts the fingertip on the target (of the two elbow solutions,
+    the one nearer the current joint angles), so a reward-free agent can plan toward it.
+    """
+
+    has_success = True
+    goal_conditioned = True
+    LINKS = (0.1, 0.11)  # shoulder -> elbow, elbow -> fingertip (Gymnasium's reacher.xml)
+
+    def __init__(self, gym_id: str = "Reacher-v5", obs: str = "state", image_size: int = 64,
+                 render_mode: str | None = "rgb_array", success_radius: float = 0.02, **gym_kwargs: Any):
+        if not (isinstance(success_radius, (int, float)) and 0 < success_radius < 0.2):
+            raise ValueError(f"success_radius must be in (0, 0.2) m, got {success_radius!r}")
+        self.success_radius = float(success_radius)
+        super().__init__(gym_id, obs=obs, image_size=image_size, render_mode=render_mode, **gym_kwargs)
+
+    def _info(self, inner: dict[str, Any]) -> dict[str, Any]:
+        info = super()._info(inner)
+        tip, target = self._data.body("fingertip").xpos[:2].copy(), self._data.body("target").xpos[:2].copy()
+        info.update(success=bool(np.linalg.norm(tip - target) < self.success_radius),
+                    desired_goal=target, achieved_goal=tip)
+        return info
+
+    def goal_joint_angles(self) -> np.ndarray:
+        """Shoulder and elbow angles that put the fingertip on the target (2-link inverse kinematics)."""
+        l1, l2 = self.LINKS
+        x, y = self._data.qpos[2:4]
+        cos_elbow = np.clip((x * x + y * y - l1 * l1 - l2 * l2) / (2 * l1 * l2), -1.0, 1.0)
+        elbow_limit = float(self._env.model.jnt_range[1, 1])
+        current = self._data.qpos[:2]
+        best, best_gap = None, np.inf
+        for elbow in (np.arccos(cos_elbow), -np.arccos(cos_elbow)):
+            elbow = float(np.clip(elbow, -elbow_limit, elbow_limit))
+            shoulder = np.arctan2(y, x) - np.arctan2(l2 * np.sin(elbow), l1 + l2 * np.cos(elbow))
+            angles = np.array([shoulder, elbow])
+            gap = np.abs(np.angle(np.exp(1j * (angles - current)))).sum()  # wrapped angular distance
+            if gap < best_gap:
+                best, best_gap = angles, gap
+        return best
+
+    def goal_observation(self) -> Any:
+        d, model = self._data, self._env.model
+        qpos, qvel = d.qpos.copy(), d.qvel.copy()
+        try:
+            d.qpos[:2] = self.goal_joint_angles()
+            d.qvel[:] = 0.0
+            mujoco.mj_forward(model, d)
+            return self._observe(self._env._get_obs().astype(np.float32))
+        finally:
+            d.qpos[:], d.qvel[:] = qpos, qvel
+            mujoco.mj_forward(model, d)
+
+
+_ENV_CLASSES: dict[str, type[GymMujocoEnv]] = {"Reacher-v5": GymReacherEnv}
+
+
 def _register_gym_tasks() -> None:
     for gym_id in GYM_TASKS:
+        env_cls = _ENV_CLASSES.get(gym_id, GymMujocoEnv)
+
         def factory(obs: str = "state", image_size: int = 64, render_mode: str | None = "rgb_array",
-                    _id: str = gym_id, **kwargs: Any) -> GymMujocoEnv:
-            return GymMujocoEnv(_id, obs=obs, image_size=image_size, render_mode=render_mode, **kwargs)
+                    _id: str = gym_id, _cls: type[GymMujocoEnv] = env_cls, **kwargs: Any) -> GymMujocoEnv:
+            return _cls(_id, obs=obs, image_size=image_size, render_mode=render_mode, **kwargs)
 
         spec = gym.spec(gym_id)
-        register(TaskSpec(f"gym/{gym_id}", "gym", factory, ("gym", "reward"),
+        tags = ("gym", "reward", "goal") if env_cls.goal_conditioned else ("gym", "reward")
+        register(TaskSpec(f"gym/{gym_id}", "gym", factory, tags,
                           episode_steps=int(spec.max_episode_steps or 1000),
                           description=f"Gymnasium MuJoCo {gym_id}"))
 

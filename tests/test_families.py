@@ -84,6 +84,29 @@ def test_gym_hopper_terminates_when_it_falls():
     assert info["measurements"]["torso_height"].shape == (1,)
 
 
+def test_gym_reacher_goal_observation_is_the_target_pose_at_rest():
+    env = envs.make("gym/Reacher-v5", seed=0)
+    u = env.unwrapped
+    assert u.goal_conditioned and u.has_success and "goal" in envs.get_spec("gym/Reacher-v5").tags
+    for seed in range(5):
+        obs, info = env.reset(seed=seed)
+        assert not info["success"]
+        goal = u.goal_observation()
+        assert goal.shape == obs.shape and goal.dtype == np.float32
+        np.testing.assert_allclose(goal[-2:], 0.0, atol=1e-6)   # fingertip - target
+        np.testing.assert_allclose(goal[6:8], 0.0)              # joint velocities
+        np.testing.assert_array_equal(goal[4:6], obs[4:6])      # same target
+        np.testing.assert_array_equal(u._env._get_obs().astype(np.float32), obs)  # state restored
+        # Driving the joints to the goal pose makes the episode a success.
+        u._data.qpos[:2] = u.goal_joint_angles()
+        u._data.qvel[:] = 0.0
+        _, _, _, _, info = env.step(np.zeros(2, dtype=np.float32))
+        assert info["success"]
+        assert np.linalg.norm(info["achieved_goal"] - info["desired_goal"]) < u.success_radius
+    with pytest.raises(ValueError, match="success_radius"):
+        envs.make("gym/Reacher-v5", success_radius=-1.0)
+
+
 def test_gym_actions_are_rescaled_to_native_bounds():
     env = envs.make("gym/InvertedPendulum-v5")  # native bounds [-3, 3]
     assert env.unwrapped.action_space.high[0] == pytest.approx(3.0)
@@ -124,6 +147,7 @@ def test_dmc_frames_equal_the_suites_own_render():
 
 
 @pytest.mark.parametrize("env_id, xyz, radius", [("oda/PointMaze-v0", (0.0, 0.0, 0.6), 0.3),  # above the walls
+                                                 ("oda/PointMaze-v0", (0.5, 0.5, 0.01), (0.4, 0.005)),  # a floor disc
                                                  ("dmc/reacher-easy", (0.0, 0.0, 0.0), 0.05),
                                                  ("gym/Reacher-v5", (0.0, 0.0, 0.0), 0.05)])
 def test_markers_are_drawn_into_the_scene(env_id, xyz, radius):
