@@ -5,7 +5,9 @@ latency per planner) into ``--out``."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,30 +19,53 @@ from agent.launch import load_launch
 from agent.trainer import Trainer
 
 
+def run_one(launch_file: str, seed: int, episodes: int, out: str | Path, overrides: list[str] | None = None,
+            planners: list[str] | None = None, progress: bool = True, threads: int | None = None
+            ) -> tuple[str, list[dict[str, Any]], list[tuple[int, float]]]:
+    """Train one launch file at one seed, evaluate each planner: (name, result rows, eval curve)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    name = load_launch(launch_file, overrides).name
+    run_dir = Path(out) / name / f"seed{seed}"
+    cfg = load_launch(launch_file, list(overrides or []) + [f"seed={seed}", f"run_dir={run_dir}"])
+    start = time.perf_counter()
+    trainer = Trainer(cfg, progress=progress)
+    history = trainer.train()
+    train_s = time.perf_counter() - start
+    rows = []
+    for planner in planners or [cfg.planner.name]:
+        env = make_env(cfg)
+        actor = make_actor(cfg, trainer.model, trainer.action_dim, trainer.device, planner=planner, env=env)
+        result = evaluate(env, actor, episodes, seed=0)
+        row = {"launch": name, "task": cfg.env.id, "seed": seed, "planner": planner,
+               "env_steps": trainer.step, "train_minutes": round(train_s / 60, 2), **result}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return name, rows, [(h["step"], h["success_rate"]) for h in history]
+
+
 def run_benchmark(launch_files: list[str], seeds: list[int], episodes: int, out: str | Path,
                   overrides: list[str] | None = None, planners: list[str] | None = None,
-                  progress: bool = True) -> list[dict[str, Any]]:
+                  progress: bool = True, workers: int = 1) -> list[dict[str, Any]]:
+    """Every (launch file, seed) pair, in order or on ``workers`` processes (one torch thread each:
+    several processes sharing threads on few cores run ~100x slower than one process)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    jobs = [(launch_file, seed) for launch_file in launch_files for seed in seeds]
+    if workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(run_one, lf, seed, episodes, out, overrides, planners, False, 1)
+                       for lf, seed in jobs]
+            results = [f.result() for f in futures]
+    else:
+        results = [run_one(lf, seed, episodes, out, overrides, planners, progress) for lf, seed in jobs]
     rows: list[dict[str, Any]] = []
     curves: dict[str, list[tuple[int, float]]] = {}
-    for launch_file in launch_files:
-        for seed in seeds:
-            name = load_launch(launch_file, overrides).name
-            run_dir = out / name / f"seed{seed}"
-            cfg = load_launch(launch_file, list(overrides or []) + [f"seed={seed}", f"run_dir={run_dir}"])
-            start = time.perf_counter()
-            trainer = Trainer(cfg, progress=progress)
-            history = trainer.train()
-            train_s = time.perf_counter() - start
-            curves.setdefault(name, []).extend((h["step"], h["success_rate"]) for h in history)
-            for planner in planners or [cfg.planner.name]:
-                actor = make_actor(cfg, trainer.model, trainer.action_dim, trainer.device, planner=planner)
-                result = evaluate(make_env(cfg), actor, episodes, seed=0)
-                row = {"launch": name, "task": cfg.env.id, "seed": seed, "planner": planner,
-                       "env_steps": trainer.step, "train_minutes": round(train_s / 60, 2), **result}
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+    for name, job_rows, points in results:
+        rows.extend(job_rows)
+        curves.setdefault(name, []).extend(points)
     (out / "results.json").write_text(json.dumps(rows, indent=2))
     (out / "results.md").write_text(markdown_table(rows))
     plot(rows, curves, out)

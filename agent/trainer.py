@@ -58,7 +58,7 @@ class Trainer:
         self.wm_cfg = world_model_config(cfg, obs_shape, self.action_dim, measurement_dims)
         self.model = JEPAWorldModel(self.wm_cfg).to(self.device)
         self.optim = self.model.make_optimizer()
-        self.actor = make_actor(cfg, self.model, self.action_dim, self.device)
+        self.actor = make_actor(cfg, self.model, self.action_dim, self.device, env=self.env)
         capacity = cfg.training.steps + 2 * self.env.unwrapped.episode_steps + 1
         self.replay = EpisodeReplay(capacity, obs_shape, obs_dtype, self.action_dim, measurement_dims)
         self.rng = np.random.default_rng(cfg.seed)
@@ -67,6 +67,7 @@ class Trainer:
         self.episode = 0
         self.updates = 0
         self.history: list[dict[str, Any]] = []
+        self.step_ms: list[tuple[float, float, float]] = []  # (plan, env, update) per planning step, this process
         if resume:
             ckpt = latest_checkpoint(self.run_dir)
             if ckpt is None:
@@ -147,6 +148,7 @@ class Trainer:
                 for _ in range(t.updates_per_step):
                     metrics = self.update()
                 timing["update"] += time.perf_counter() - start
+                self.step_ms.append((1e3 * (t1 - t0), 1e3 * (start - t1), 1e3 * (time.perf_counter() - start)))
             if self.step >= t.steps:
                 break
         self.replay.add_episode(np.asarray(observations), np.asarray(actions, dtype=np.float32),
@@ -163,6 +165,19 @@ class Trainer:
             if k != "steps" and timing["steps"]:
                 writer.add_scalar(f"time/{k}_ms_per_step", 1e3 * v / timing["steps"], self.step)
         return {"length": len(actions), "success": success, **metrics}
+
+    def timing_summary(self) -> dict[str, float]:
+        """Median / p95 milliseconds per training env step after seeding: plan (with exploration
+        noise), env step (and bookkeeping), model update(s), and the whole step."""
+        if not self.step_ms:
+            return {}
+        ms = np.asarray(self.step_ms)
+        parts = {"plan": ms[:, 0], "env": ms[:, 1], "update": ms[:, 2], "step": ms.sum(1)}
+        summary = {"steps_timed": len(ms)}
+        for name, values in parts.items():
+            summary[f"{name}_ms_median"] = float(np.median(values))
+            summary[f"{name}_ms_p95"] = float(np.percentile(values, 95))
+        return summary
 
     def _pretrain(self, writer: SummaryWriter) -> None:
         """After seeding, as many updates as seed steps (the update-to-data ratio, caught up)."""

@@ -25,12 +25,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from planners.base import with_precision
 from planners.registry import make_planner
 
 # latent, hidden, hidden layers; the tiny one is not run by default (what fits ~30 ms per plan on 2 CPU cores)
 MODELS = {"d64-h256-l2": (64, 256, 2), "d128-h512-l5": (128, 512, 5), "d32-h128-l2": (32, 128, 2),
           # the project's own JEPA world model (its residual predictor rolls out), latent / hidden
-          "jepa-d8-h128": (8, 128, 0), "jepa-d8-h256": (8, 256, 0), "jepa-d128-h512": (128, 512, 0)}
+          "jepa-d8-h128": (8, 128, 0), "jepa-d8-h256": (8, 256, 0), "jepa-d128-h384": (128, 384, 0),
+          "jepa-d128-h512": (128, 512, 0)}
 DEFAULT_MODELS = ["d64-h256-l2", "d128-h512-l5"]
 
 
@@ -82,7 +84,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def bench_cell(name, model, z0, objective, horizon, args, device) -> dict[str, float]:
-    overrides = {"horizon": horizon}
+    overrides = {"horizon": horizon, "precision": args.precision}
     if name != "gradient":
         overrides |= {"samples": args.samples, "iterations": args.iterations}
     planner = make_planner(name, args.action_dim, device=device, seed=0, **overrides)
@@ -92,6 +94,7 @@ def bench_cell(name, model, z0, objective, horizon, args, device) -> dict[str, f
         planner.plan(z0, recorder, objective)
         planner.shift(1)
     calls, generator = list(recorder.calls), torch.Generator(device=device).manual_seed(0)
+    floor_model = with_precision(model, args.precision, device)
     times, floors = [], []
     for _ in range(args.repeats):  # interleaved, so slow spells of a shared machine hit both alike
         _sync(device)
@@ -106,7 +109,7 @@ def bench_cell(name, model, z0, objective, horizon, args, device) -> dict[str, f
         for actions, (_, grad) in zip(batches, calls, strict=True):
             with torch.set_grad_enabled(grad):
                 actions.requires_grad_(grad)
-                cost, _ = objective(model(z0.expand(actions.shape[0], -1), actions), actions)
+                cost, _ = objective(floor_model(z0.expand(actions.shape[0], -1), actions), actions)
                 if grad:
                     torch.autograd.grad(cost.sum(), [actions])
         _sync(device)
@@ -124,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--iterations", type=int, default=6, help="for the sampling planners")
     parser.add_argument("--action-dim", type=int, default=2)
+    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                        help="planner precision: bfloat16 rolls candidates out under autocast")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -136,7 +141,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     results = {"device": str(device), "threads": torch.get_num_threads(), "models": {}, "rows": []}
-    print(f"device {device}, {torch.get_num_threads()} threads, {args.samples} samples x {args.iterations} iterations")
+    results["precision"] = args.precision
+    print(f"device {device}, {torch.get_num_threads()} threads, {args.samples} samples x {args.iterations} iterations, "
+          f"{args.precision}")
     print("gradient planner: its defaults (restarts 16, 30 Adam steps); floor = the model alone\n")
     print(f"{'model':<14}{'params':>10}  {'planner':<9}{'H':>3}{'median':>9}{'p95':>9}{'floor':>9}{'overhead':>10}  ms")
     for model_name in args.models:

@@ -264,3 +264,22 @@ def test_make_planner_validates_names_and_options():
     with pytest.raises(ValueError, match="z0"):
         make_planner("cem", 2).plan(torch.zeros(2, 4), rollout, goal_objective(GOAL))
     assert make_planner("mppi", 3, temperature=0.1).config.temperature == 0.1
+
+
+@pytest.mark.parametrize("name", SEARCHERS)
+def test_bfloat16_precision_rolls_out_under_autocast(name):
+    """precision="bfloat16": the model's matmuls run in bf16, the plan is float32 and still good."""
+    seen: list[torch.dtype] = []
+
+    def dynamics(z0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        seen.append(torch.nn.functional.linear(z0, torch.eye(4)).dtype)
+        return rollout(z0, actions)
+
+    planner = make_planner(name, 2, seed=0, precision="bfloat16", **FAST[name])
+    plan = planner.plan(START, dynamics, goal_objective(GOAL))
+    assert set(seen) == {torch.bfloat16}
+    assert plan.latents.dtype == torch.float32 and plan.actions.dtype == torch.float32
+    steps, _, _ = closed_loop(make_planner(name, 2, seed=0, precision="bfloat16", **FAST[name]), START, GOAL, 40)
+    assert steps is not None and steps <= 30
+    with pytest.raises(ValueError, match="precision must be one of"):
+        make_planner(name, 2, precision="float8")
