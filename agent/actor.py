@@ -2,17 +2,25 @@
 
 At decision time it sees only the current observation, the goal observation and its own
 short-term memory; never ``info``, measurements or simulator state.
+
+With guardrails, the planner ranks feasible plans first and the actor executes only a plan
+predicted feasible over its whole horizon; when none is found it takes the task's safe
+fallback (``fallback(obs)``, e.g. a brake) and counts it. For every executed action it keeps
+whether the model predicted a violation at the next step (``predicted_violation``), so the
+evaluation can score predictions against the simulator's ground truth.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
 from agent.cost import CostModule
+from agent.guardrails import GuardrailSet
 from agent.memory import ShortTermMemory
 from planners.base import Plan, Planner
 from world_models.jepa import JEPAWorldModel
@@ -22,16 +30,21 @@ class MPCActor:
     """Encode, plan toward the goal latent, execute the first ``replan_every`` actions, repeat."""
 
     def __init__(self, model: JEPAWorldModel, planner: Planner, cost: CostModule, replan_every: int = 1,
-                 device: torch.device | str = "cpu", memory: int = 16):
+                 device: torch.device | str = "cpu", memory: int = 16, guardrails: GuardrailSet | None = None,
+                 fallback: Callable[[Any], np.ndarray] | None = None):
         if replan_every < 1:
             raise ValueError(f"replan_every must be >= 1, got {replan_every}")
         self.model, self.planner, self.cost = model, planner, cost
+        self.guardrails = guardrails
+        self.fallback = fallback
+        self.fallbacks = 0  # actions taken by the safe fallback since the last reset_stats()
+        self.predicted_violation: bool | None = None  # for the last action; None without guardrails
         self.replan_every = replan_every
         self.device = torch.device(device)
         self.memory = ShortTermMemory(memory)
         self.last_plan: Plan | None = None
         self.plan_ms: list[float] = []
-        self._queue: list[np.ndarray] = []
+        self._queue: list[tuple[np.ndarray, bool | None]] = []
 
     def _tensor(self, obs: Any) -> torch.Tensor:
         return torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
@@ -44,6 +57,13 @@ class MPCActor:
         self.cost.set_goal(self.model.encode(self._tensor(goal_obs)))
         self._queue = []
         self.last_plan = None
+        self.predicted_violation = None
+        if self.guardrails is not None:
+            self.guardrails.last_action = None
+
+    def reset_stats(self) -> None:
+        self.plan_ms.clear()
+        self.fallbacks = 0
 
     def act(self, obs: Any) -> np.ndarray:
         """The next action in [-1, 1] for observation ``obs``."""
@@ -51,11 +71,29 @@ class MPCActor:
             start = time.perf_counter()
             with torch.no_grad():
                 z = self.model.encode(self._tensor(obs))
-            plan = self.planner.plan(z, self.model.rollout, self.cost)
-            self.plan_ms.append(1e3 * (time.perf_counter() - start))
+            plan = self.planner.plan(z, self.model.rollout, self.cost, self.guardrails)
             actions = plan.actions.detach().cpu().numpy()
-            self._queue = list(actions[: self.replan_every])
+            if self.guardrails is None:
+                self._queue = [(a, None) for a in actions[: self.replan_every]]
+            elif plan.feasible:  # predicted feasible at every step of the horizon
+                self._queue = [(a, False) for a in actions[: self.replan_every]]
+            else:
+                self._queue = [self._fallback(obs, z)]
+            self.plan_ms.append(1e3 * (time.perf_counter() - start))
             self.planner.shift(len(self._queue))
             self.last_plan = plan
-            self.memory.push(obs, z.detach().cpu().numpy(), actions[0])
-        return np.asarray(self._queue.pop(0), dtype=np.float32)
+            self.memory.push(obs, z.detach().cpu().numpy(), self._queue[0][0])
+        action, self.predicted_violation = self._queue.pop(0)
+        if self.guardrails is not None:
+            self.guardrails.last_action = torch.as_tensor(action, dtype=torch.float32, device=self.device)
+        return np.asarray(action, dtype=np.float32)
+
+    @torch.no_grad()
+    def _fallback(self, obs: Any, z: torch.Tensor) -> tuple[np.ndarray, bool]:
+        """The safe fallback action and whether the model predicts it violates a guardrail."""
+        self.fallbacks += 1
+        action = (np.zeros(self.planner.action_dim, np.float32) if self.fallback is None
+                  else np.asarray(self.fallback(obs), dtype=np.float32))
+        a = torch.as_tensor(action, device=self.device).reshape(1, 1, -1)
+        z_next = self.model.rollout(z.reshape(1, -1), a)
+        return action, bool(self.guardrails.per_step(z_next, a)[0, 0] > 0)

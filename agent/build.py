@@ -12,6 +12,7 @@ import torch
 import envs
 from agent.actor import MPCActor
 from agent.cost import CostModule
+from agent.guardrails import GuardrailSet
 from agent.launch import LaunchConfig
 from planners.registry import make_planner
 from world_models.config import WorldModelConfig
@@ -48,12 +49,21 @@ def world_model_config(cfg: LaunchConfig, obs_shape: tuple[int, ...], action_dim
     return WorldModelConfig(obs_dim=obs_shape[0], action_dim=action_dim, **params)
 
 
+def make_guardrails(cfg: LaunchConfig, model: JEPAWorldModel) -> GuardrailSet | None:
+    """The launch file's guardrails over the model's readout heads (None when there are none)."""
+    return GuardrailSet(cfg.guardrails, model.readout, model.readout_keys) if cfg.guardrails else None
+
+
 def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device: torch.device,
-               planner: str | None = None, planner_params: dict | None = None) -> MPCActor:
+               planner: str | None = None, planner_params: dict | None = None,
+               env: gym.Env | None = None) -> MPCActor:
+    """The MPC actor; with ``env`` (state observations), its task's safe fallback backs the guardrails."""
     name = planner or cfg.planner.name
     # Another planner than the launch file's keeps its horizon only (other settings differ by planner).
     params = dict(cfg.planner.params) if planner in (None, cfg.planner.name) else (
         {"horizon": cfg.planner.params["horizon"]} if "horizon" in cfg.planner.params else {})
     params.update(planner_params or {})
     plan = make_planner(name, action_dim, device=device, seed=cfg.seed, **params)
-    return MPCActor(model, plan, CostModule(cfg.cost), replan_every=cfg.training.replan_every, device=device)
+    fallback = env.unwrapped.safe_action if env is not None and cfg.env.obs == "state" else None
+    return MPCActor(model, plan, CostModule(cfg.cost), replan_every=cfg.training.replan_every, device=device,
+                    guardrails=make_guardrails(cfg, model), fallback=fallback)

@@ -106,9 +106,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from agent.trainer import Trainer
 
     cfg = load_launch(args.launch_file, args.overrides)
-    history = Trainer(cfg, resume=args.resume, progress=not args.quiet).train()
+    trainer = Trainer(cfg, resume=args.resume, progress=not args.quiet)
+    history = trainer.train()
     if history:
         print(json.dumps(history[-1]))
+    if trainer.step_ms:
+        print(json.dumps({"timing": trainer.timing_summary()}))
     print(f"run directory: {cfg.run_dir}")
     return 0
 
@@ -117,6 +120,7 @@ def _load_actor(args: argparse.Namespace):
     from agent.build import make_actor, make_env
     from agent.checkpoint import latest_checkpoint
     from agent.device import resolve_device
+    from agent.launch import eval_overrides
     from agent.snapshot import load_agent
 
     device = resolve_device(args.device)
@@ -124,18 +128,29 @@ def _load_actor(args: argparse.Namespace):
     if not (path / "config.json").exists() and latest_checkpoint(path) is not None:
         path = latest_checkpoint(path)  # a run directory: its newest checkpoint
     cfg, model = load_agent(path, device)
+    cfg = eval_overrides(cfg, args.overrides)
     env = make_env(cfg)
     actor = make_actor(cfg, model, env.action_space.shape[0], device, planner=args.planner,
-                       planner_params=parse_overrides(args.planner_params))
-    return cfg, env, actor
+                       planner_params=parse_overrides(args.planner_params), env=env)
+    calibration = {}
+    if args.calibrate:
+        from agent.calibration import calibrate
+
+        if args.calibrate < 0:
+            raise ValueError(f"--calibrate must be >= 0 episodes, got {args.calibrate}")
+        errors = calibrate(env, actor, args.calibrate, quantile=args.quantile, seed=args.seed)
+        actor.guardrails.errors = errors
+        calibration = {"calibration_episodes": args.calibrate, "quantile": args.quantile,
+                       "readout_error_bound": {k: [round(float(x), 5) for x in v] for k, v in errors.items()}}
+    return cfg, env, actor, calibration
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from agent.evaluate import evaluate
 
-    cfg, env, actor = _load_actor(args)
+    cfg, env, actor, calibration = _load_actor(args)
     result = {"task": cfg.env.id, "planner": args.planner or cfg.planner.name,
-              **evaluate(env, actor, args.episodes, seed=args.seed)}
+              **evaluate(env, actor, args.episodes, seed=args.seed), **calibration}
     print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
     return 0
 
@@ -143,28 +158,36 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_record(args: argparse.Namespace) -> int:
     from agent.record import record
 
-    cfg, env, actor = _load_actor(args)
+    cfg, env, actor, calibration = _load_actor(args)
     result = record(env, actor, args.episodes, args.out, size=args.size, seed=args.seed)
-    print(json.dumps({"task": cfg.env.id, **result}))
+    print(json.dumps({"task": cfg.env.id, **result, **calibration}))
     return 0
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from agent.benchmark import run_benchmark
 
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
     run_benchmark(args.launch_files, args.seeds, args.episodes, args.out, args.set, args.planners,
-                  progress=not args.quiet)
+                  progress=not args.quiet, workers=args.workers)
     print((Path(args.out) / "results.md").read_text())
     return 0
 
 
 def _add_agent_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a checkpoint directory (runs/<name>/step_XXXXXXXX) or a run directory")
+    p.add_argument("overrides", nargs="*", help="decision-time overrides, e.g. guardrails='[{type: keep_out, ...}]' "
+                   "or env.kwargs.speed_limit=0.1 (guardrails, cost, env.kwargs, planner, training.replan_every)")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seed", type=int, default=0, help="evaluation seed block (disjoint from training seeds)")
     p.add_argument("--planner", default=None, help="plan with another planner: cem, mppi, gradient, random")
     p.add_argument("--planner-params", nargs="*", default=[], help="planner settings as key=value")
     p.add_argument("--device", default="auto")
+    p.add_argument("--calibrate", type=int, default=0, metavar="N",
+                   help="first run N calibration episodes (own seeds) and widen the guardrails by the "
+                        "model's readout error at each predicted step")
+    p.add_argument("--quantile", type=float, default=0.99, help="error quantile used by --calibrate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--set", nargs="*", default=[], help="overrides for every launch file, key=value")
     p_bench.add_argument("--out", default="outputs/benchmark")
     p_bench.add_argument("--quiet", action="store_true")
+    p_bench.add_argument("--workers", type=int, default=1,
+                         help="run (launch file, seed) jobs on this many processes, one torch thread each")
     p_bench.set_defaults(func=cmd_benchmark)
     return parser
 

@@ -4,7 +4,8 @@ The actor gets the observation and the goal observation only; ground truth (``su
 ``safety``, measurements) is read here, after the fact, to score the episode. An episode runs
 to its time limit (or the env's own termination): success means the agent is at the goal at
 the end (``success_rate``); ``success_any_rate`` counts episodes that touched the goal at any
-step.
+step. With guardrails, each step's predicted violation (the model's) is scored against the
+actual one (the simulator's) in ``confusion``, and ``fallbacks`` counts safe-fallback actions.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ import numpy as np
 from agent.actor import MPCActor
 
 EVAL_SEED_BASE = 1_000_000  # training episodes are seeded below this, evaluation at and above
+# Per step, with guardrails: the model's predicted violation of the executed action vs the
+# simulator's ground truth. "predicted_safe_actual_violation" is the cell that must stay 0.
+CONFUSION_KEYS = ("predicted_safe_actual_safe", "predicted_safe_actual_violation",
+                  "predicted_violation_actual_safe", "predicted_violation_actual_violation")
 
 
 def run_episode(env: gym.Env, actor: MPCActor, seed: int,
@@ -28,17 +33,22 @@ def run_episode(env: gym.Env, actor: MPCActor, seed: int,
     if on_step:
         on_step(env, actor, info)
     total, steps, violations, reached = 0.0, 0, 0, bool(info.get("success", False))
+    confusion = dict.fromkeys(CONFUSION_KEYS, 0)
     terminated = truncated = False
     while not (terminated or truncated):
         obs, reward, terminated, truncated, info = env.step(actor.act(obs))
         total += float(reward)
         steps += 1
-        violations += sum(bool(v) for v in info.get("safety", {}).values())
+        flags = sum(bool(v) for v in info.get("safety", {}).values())
+        violations += flags
+        if actor.predicted_violation is not None:  # the model's prediction for this step vs ground truth
+            predicted = "predicted_violation" if actor.predicted_violation else "predicted_safe"
+            confusion[f"{predicted}_actual_{'violation' if flags else 'safe'}"] += 1
         reached = reached or bool(info.get("success", False))
         if on_step:
             on_step(env, actor, info)
     result = {"return": total, "length": steps, "violations": violations, "success": bool(info.get("success", False)),
-              "success_any": reached}
+              "success_any": reached, "confusion": confusion}
     if "goal_distance" in info.get("measurements", {}):
         result["final_goal_distance"] = float(info["measurements"]["goal_distance"][0])
     return result
@@ -47,7 +57,7 @@ def run_episode(env: gym.Env, actor: MPCActor, seed: int,
 def evaluate(env: gym.Env, actor: MPCActor, episodes: int, seed: int = 0,
              on_step: Callable[[gym.Env, MPCActor, dict], None] | None = None) -> dict[str, Any]:
     """Run ``episodes`` episodes with seeds ``EVAL_SEED_BASE + seed * 10_000 + i`` and summarise."""
-    actor.plan_ms.clear()
+    actor.reset_stats()
     runs = [run_episode(env, actor, EVAL_SEED_BASE + seed * 10_000 + i, on_step) for i in range(episodes)]
     returns = np.array([r["return"] for r in runs])
     plan_ms = np.array(actor.plan_ms) if actor.plan_ms else np.array([np.nan])
@@ -63,6 +73,9 @@ def evaluate(env: gym.Env, actor: MPCActor, episodes: int, seed: int = 0,
         "violations_total": int(sum(r["violations"] for r in runs)),
         "violation_episodes": int(sum(r["violations"] > 0 for r in runs)),
     }
+    if actor.guardrails is not None:
+        summary["fallbacks"] = actor.fallbacks
+        summary["confusion"] = {k: sum(r["confusion"][k] for r in runs) for k in CONFUSION_KEYS}
     if all("final_goal_distance" in r for r in runs):
         summary["final_goal_distance_mean"] = float(np.mean([r["final_goal_distance"] for r in runs]))
     return summary

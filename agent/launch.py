@@ -2,7 +2,8 @@
 
 Every key is checked against the dataclass tree below: an unknown key or a value of the wrong type
 is a ValueError naming the key and the file. ``world_model``, ``planner.params``, ``cost`` and
-``env.kwargs`` are free-form mappings (validated by the code that consumes them). Overrides such as
+``env.kwargs`` are free-form mappings (validated by the code that consumes them); ``guardrails``
+is a list of guardrail specs (``agent.guardrails``), validated here. Overrides such as
 ``["training.steps=500", "planner.params.horizon=8"]`` are applied before validation; their values
 are parsed as YAML (never evaluated as code).
 
@@ -23,6 +24,7 @@ from typing import Any
 import yaml
 
 from agent.cost import COST_TERMS
+from agent.guardrails import make_guardrail
 
 OBS_MODES = ("state", "pixels")
 FREE_FORM = {("world_model",), ("planner", "params"), ("cost",), ("env", "kwargs")}
@@ -88,6 +90,8 @@ class LaunchConfig:
     world_model: dict[str, Any] = field(default_factory=dict)
     planner: PlannerSection = field(default_factory=PlannerSection)
     cost: dict[str, float] = field(default_factory=lambda: {"goal": 1.0})
+    # Hard constraints on the predicted trajectory (agent.guardrails), kept apart from the cost.
+    guardrails: list[dict[str, Any]] = field(default_factory=list)
     training: TrainingSection = field(default_factory=TrainingSection)
     seed: int = 0
     device: str = "auto"
@@ -125,6 +129,11 @@ def _check_value(value: Any, tp: Any, path: tuple[str, ...], source: str) -> Any
             return None
         (tp,) = [t for t in options if t is not type(None)]
         return _check_value(value, tp, path, source)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{source}: '{_dotted(path)}' must be a list, got {type(value).__name__} {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_check_value(v, item_tp, (*path, str(i)), source) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ValueError(f"{source}: '{_dotted(path)}' must be a mapping, got {type(value).__name__} {value!r}")
@@ -206,6 +215,11 @@ def _check_ranges(obj: Any, path: tuple[str, ...], source: str) -> None:
         for term, weight in obj.cost.items():
             if weight < 0:
                 raise ValueError(f"{source}: 'cost.{term}' must be >= 0, got {weight!r}")
+        for i, spec in enumerate(obj.guardrails):
+            try:
+                make_guardrail(spec)
+            except ValueError as err:
+                raise ValueError(f"{source}: 'guardrails.{i}': {err}") from None
 
 
 # ---------------------------------------------------------------------- overrides
@@ -275,3 +289,22 @@ def load_launch(path: str | Path, overrides: list[str] | dict | None = None) -> 
     for key, value in _parse_overrides(overrides):
         apply_override(data, key, value)
     return LaunchConfig.from_dict(data, source=str(path))
+
+
+#: what may change at evaluation time without retraining (the world model and its inputs may not)
+EVAL_OVERRIDABLE = ("guardrails", "cost", "env.kwargs", "planner", "training.replan_every")
+
+
+def eval_overrides(cfg: LaunchConfig, overrides: list[str] | None) -> LaunchConfig:
+    """A trained run's config with decision-time overrides (e.g. ``guardrails=[...]``) applied."""
+    if not overrides:
+        return cfg
+    parsed = _parse_overrides(overrides)
+    for key, _ in parsed:
+        if not any(key == p or key.startswith(p + ".") for p in EVAL_OVERRIDABLE):
+            raise ValueError(f"override {key!r}: at evaluation only {', '.join(EVAL_OVERRIDABLE)} may change "
+                             f"(the world model was trained with the rest)")
+    data = cfg.to_dict()
+    for key, value in parsed:
+        apply_override(data, key, value)
+    return LaunchConfig.from_dict(data, source="evaluation overrides")

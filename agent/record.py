@@ -2,7 +2,9 @@
 
 The plan is drawn from the world model's own readout of its predicted latents (e.g. where it
 believes the agent will be), so the picture shows what the agent imagines, next to what
-happens. The goal is drawn by the env itself.
+happens. The goal and the env's own zones are drawn by the env; the guardrails' discs (which
+may differ, e.g. moved at evaluation time) are drawn as flat translucent orange discs, and the
+frame gets a red border on every step where the simulator reports a safety violation.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 
 from agent.actor import MPCActor
 from agent.evaluate import evaluate
+from agent.guardrails import KeepOut, SpeedLimitInZone
 from envs.rendering import write_mp4
 
 # Measurements whose first two entries are a planar world position, in order of preference.
@@ -37,6 +40,23 @@ def plan_markers(actor: MPCActor, radius: float) -> list[tuple[np.ndarray, tuple
             for i, (x, y) in enumerate(xy)]
 
 
+def zone_markers(actor: MPCActor) -> list[tuple[np.ndarray, tuple, float]]:
+    """A flattened sphere per planar disc guardrail (keep-out red-orange, speed zones orange)."""
+    markers = []
+    for g in actor.guardrails.guardrails if actor.guardrails is not None else []:
+        if isinstance(g, (KeepOut, SpeedLimitInZone)) and len(g.center) == 2:
+            rgba = (1.0, 0.3, 0.1, 0.35) if isinstance(g, KeepOut) else (1.0, 0.6, 0.1, 0.3)
+            markers.append((np.array([*g.center, 0.0]), rgba, (g.radius + g.margin, 0.002)))
+    return markers
+
+
+def red_border(frame: np.ndarray, width: int = 3) -> np.ndarray:
+    frame = frame.copy()
+    red = np.array([230, 20, 20], dtype=frame.dtype)
+    frame[:width], frame[-width:], frame[:, :width], frame[:, -width:] = red, red, red, red
+    return frame
+
+
 def record(env: gym.Env, actor: MPCActor, episodes: int, out: str | Path, size: int = 256,
            seed: int = 0, marker_radius: float | None = None) -> dict[str, Any]:
     """Evaluate ``episodes`` episodes and write them as one MP4; returns the evaluation summary."""
@@ -47,8 +67,12 @@ def record(env: gym.Env, actor: MPCActor, episodes: int, out: str | Path, size: 
         marker_radius = 0.015 * float(physics.model.stat.extent) if physics is not None else 0.03
     radius = marker_radius
 
+    zones = zone_markers(actor)
+
     def on_step(env: gym.Env, actor: MPCActor, info: dict) -> None:
-        frames.append(base.render_frame(size, size, plan_markers(actor, radius)))
+        frame = base.render_frame(size, size, zones + plan_markers(actor, radius))
+        violated = any(bool(v) for v in info.get("safety", {}).values())
+        frames.append(red_border(frame) if violated else frame)
 
     summary = evaluate(env, actor, episodes, seed=seed, on_step=on_step)
     path = write_mp4(out, frames, fps=int(base.metadata.get("render_fps", 30)))

@@ -115,6 +115,12 @@ class OdaEnv(gym.Env):
         marker spheres ``(xyz, rgba, radius)`` drawn into the scene."""
         raise NotImplementedError
 
+    def safe_action(self, state: np.ndarray) -> np.ndarray:
+        """The task's declared safe fallback, in the agent's [-1, 1] action space, as a function of
+        the state observation only: what an agent does when no plan is predicted to respect its
+        guardrails. Default: no actuation (zeros); tasks override it (e.g. a brake)."""
+        return np.zeros(self.action_space.shape, dtype=np.float32)
+
     def goal_observation(self) -> Any:
         """The observation the agent would receive at the goal (goal-conditioned tasks)."""
         raise NotImplementedError(f"{type(self).__name__} is not goal-conditioned")

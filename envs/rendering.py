@@ -19,16 +19,22 @@ _FLAG_IDS = {
 }
 
 
-Markers = list[tuple[np.ndarray, tuple[float, float, float, float], float]]
+# (centre xyz, rgba, size): size r is a sphere of radius r; (r, h) a vertical disc (cylinder of
+# radius r and half-height h), e.g. a zone on the floor.
+Markers = list[tuple[np.ndarray, tuple[float, float, float, float], float | tuple[float, float]]]
 _EYE = np.eye(3).ravel()
 
 
 def _add_markers(scene: mujoco.MjvScene, markers: Markers) -> None:
-    for xyz, rgba, radius in markers:
+    for xyz, rgba, size in markers:
         if scene.ngeom >= scene.maxgeom:
             break
-        mujoco.mjv_initGeom(scene.geoms[scene.ngeom], mujoco.mjtGeom.mjGEOM_SPHERE, np.array([radius, 0.0, 0.0]),
-                            np.asarray(xyz, dtype=np.float64), _EYE, np.asarray(rgba, dtype=np.float32))
+        if isinstance(size, tuple):
+            kind, dims = mujoco.mjtGeom.mjGEOM_CYLINDER, np.array([size[0], size[1], 0.0])
+        else:
+            kind, dims = mujoco.mjtGeom.mjGEOM_SPHERE, np.array([size, 0.0, 0.0])
+        mujoco.mjv_initGeom(scene.geoms[scene.ngeom], kind, dims, np.asarray(xyz, dtype=np.float64), _EYE,
+                            np.asarray(rgba, dtype=np.float32))
         scene.ngeom += 1
 
 

@@ -91,6 +91,10 @@ def test_resume_continues_at_the_saved_step_with_the_replay(trained_run, tmp_pat
     assert trainer.replay.num_episodes == 3
     trainer.train()
     assert trainer.step == 240 and latest_checkpoint(run).name == "step_00000240"
+    timing = trainer.timing_summary()  # every resumed step planned and updated
+    assert timing["steps_timed"] == 120
+    assert 0 < timing["plan_ms_median"] <= timing["plan_ms_p95"]
+    assert timing["update_ms_median"] > 0 and timing["step_ms_median"] >= timing["plan_ms_median"]
 
 
 def test_corrupt_and_foreign_checkpoints_are_refused(trained_run, tmp_path, capsys):
@@ -118,3 +122,54 @@ def test_benchmark_writes_results_table_and_plots(tmp_path, capsys):
     assert "| demo | oda/PointMaze-v0 | mppi | 1 |" in table and "| random |" in table
     for png in ("success_vs_steps.png", "plan_latency.png"):
         assert (out / png).stat().st_size > 1000
+
+
+def test_benchmark_runs_seeds_on_worker_processes(tmp_path):
+    out = tmp_path / "bench"
+    assert main(["benchmark", str(LAUNCH), "--seeds", "0", "1", "--episodes", "1", "--workers", "2",
+                 "--set", *TINY, "--out", str(out), "--quiet"]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [(r["seed"], r["planner"]) for r in rows] == [(0, "mppi"), (1, "mppi")]
+    assert (out / "demo" / "seed1" / "step_00000240" / "weights.safetensors").is_file()
+    assert "| demo | oda/PointMaze-v0 | mppi | 2 |" in (out / "results.md").read_text()
+    assert main(["benchmark", str(LAUNCH), "--workers", "0", "--out", str(out)]) == 2
+
+
+def test_guardrails_set_at_evaluation_time_report_confusion_and_fallbacks(trained_run, capsys):
+    rail = "guardrails=[{type: keep_out, key: agent_xy, center: [0.0, 0.0], radius: 0.5}]"
+    assert main(["eval", str(trained_run), rail, "--episodes", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    confusion = result["confusion"]
+    assert sum(confusion.values()) == result["episode_len_mean"]  # one prediction per executed step
+    assert 0 <= result["fallbacks"] <= result["episode_len_mean"]
+    assert main(["eval", str(trained_run), "--episodes", "1"]) == 0
+    assert "confusion" not in capsys.readouterr().out  # no guardrails, no confusion
+    assert main(["eval", str(trained_run), "world_model.latent_dim=4", "--episodes", "1"]) == 2
+    assert "at evaluation only guardrails" in capsys.readouterr().err
+    assert main(["eval", str(trained_run), rail, "--episodes", "1", "--calibrate", "1", "--json"]) == 0
+    bound = json.loads(capsys.readouterr().out)["readout_error_bound"]["agent_xy"]
+    assert len(bound) == 4 and all(b > 0 for b in bound)  # TINY: horizon 4
+    assert main(["eval", str(trained_run), "--episodes", "1", "--calibrate", "1"]) == 2
+    assert "the actor has none" in capsys.readouterr().err
+    assert main(["eval", str(trained_run), "guardrails=[{type: keep_out, key: ee_pos, center: [0], radius: 1}]",
+                 "--episodes", "1"]) == 2
+    assert "no readout head" in capsys.readouterr().err
+
+
+def test_record_draws_guardrail_zones_and_marks_violations(trained_run, tmp_path):
+    from agent.record import red_border, zone_markers
+
+    cfg, model = load_agent(trained_run / "step_00000240", torch.device("cpu"))
+    cfg = load_launch(LAUNCH, [*TINY, "guardrails=[{type: keep_out, key: agent_xy, center: [0.5, 0.5], radius: 0.3,"
+                                      " margin: 0.1}, {type: action_rate, limit: 1.0}]"])
+    actor = make_actor(cfg, model, 2, torch.device("cpu"))
+    ((xyz, rgba, size),) = zone_markers(actor)  # the disc only; action limits have no place in the scene
+    np.testing.assert_allclose(xyz, [0.5, 0.5, 0.0])
+    assert size == pytest.approx((0.4, 0.002)) and rgba[3] < 1
+    frame = np.zeros((16, 16, 3), np.uint8)
+    bordered = red_border(frame)
+    assert (bordered[0] == [230, 20, 20]).all() and (bordered[8, 8] == 0).all() and (frame == 0).all()
+    out = tmp_path / "guarded.mp4"
+    rail = "guardrails=[{type: keep_out, key: agent_xy, center: [0.5, 0.5], radius: 0.3}]"
+    assert main(["record", str(trained_run), rail, "--episodes", "1", "--out", str(out), "--size", "64"]) == 0
+    assert out.stat().st_size > 1000

@@ -73,6 +73,11 @@ def test_to_dict_from_dict_round_trip(tmp_path):
     (VALID.replace("  id: oda/PointMaze-v0\n", ""), r"missing required key 'env.id'"),
     (VALID + "seed: 4\n", r"exp.yaml: malformed YAML at line 18.*duplicate key 'seed'"),
     (VALID.replace("  batch_size: 32", "  batch_size: [32"), r"exp.yaml: malformed YAML at line \d+"),
+    (VALID + "guardrails: {type: keep_out}\n", r"'guardrails' must be a list"),
+    (VALID + "guardrails: [5]\n", r"'guardrails.0' must be a mapping"),
+    (VALID + "guardrails:\n  - {type: action_rate, limit: 0.5}\n  - {type: wall}\n",
+     r"exp.yaml: 'guardrails.1': unknown guardrail type 'wall'"),
+    (VALID + "guardrails: [{type: keep_out, key: agent_xy, center: [0, 0]}]\n", r"'guardrails.0':.*keep_out.radius"),
     ("- a\n- b\n", r"top level must be a mapping"),
     ("", r"empty"),
 ])
@@ -132,9 +137,22 @@ def test_override_values_are_never_evaluated(tmp_path):
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "launch").glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_launch_files_load(path):
+def test_shipped_launch_files_load_and_build(path):
+    """Every shipped launch file builds its env, world model and actor (bad keys would raise here)."""
+    import torch
+
+    from agent.build import env_dims, make_actor, make_env, world_model_config
+    from world_models import JEPAWorldModel
+
     cfg = load_launch(path)
     assert cfg.name and cfg.env.id
+    env = make_env(cfg, seed=0)
+    obs_shape, _, action_dim, measurement_dims = env_dims(env)
+    model = JEPAWorldModel(world_model_config(cfg, obs_shape, action_dim, measurement_dims))
+    actor = make_actor(cfg, model, action_dim, torch.device("cpu"))
+    assert actor.planner.horizon == cfg.planner.params.get("horizon", actor.planner.horizon)
+    assert env.unwrapped.goal_conditioned, "issue-3 launch files are goal-reaching tasks"
+    env.close()
 
 
 def test_launch_device_resolution_and_seeding():

@@ -270,6 +270,11 @@ class ArmReachTask(Task):
         physics.data.mocap_pos[0, :2] = self._goal
         physics.reset_safety()
 
+    def safe_action(self, state: np.ndarray) -> np.ndarray:
+        """Brake the joints: torques against the joint velocities (obs[4:6]); the gain stops the arm
+        in ~10 steps without chattering at the 0.02 s control step."""
+        return -0.3 * state[4:6]
+
     def get_observation(self, physics: Physics) -> np.ndarray:
         q1, q2 = physics.data.qpos.tolist()
         w1, w2 = physics.data.qvel.tolist()

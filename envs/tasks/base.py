@@ -112,6 +112,10 @@ class Task(abc.ABC):
     def achieved_goal(self, physics: Physics) -> np.ndarray:
         raise NotImplementedError
 
+    def safe_action(self, state: np.ndarray) -> np.ndarray | None:
+        """The safe fallback in [-1, 1] from the state observation (None: no actuation)."""
+        return None
+
     def before_step(self, physics: Physics, action: np.ndarray) -> None:  # noqa: B027
         """Hook run before the physics steps (e.g. to record speeds for safety checks)."""
 
@@ -181,6 +185,10 @@ class TaskEnv(OdaEnv):
             return self._observe(self.task.get_observation(self.physics))
         finally:
             self.physics.set_state(saved)
+
+    def safe_action(self, state: np.ndarray) -> np.ndarray:
+        action = self.task.safe_action(np.asarray(state, dtype=np.float32))
+        return super().safe_action(state) if action is None else np.clip(action, -1.0, 1.0).astype(np.float32)
 
     def render_frame(self, width: int, height: int, markers: list | None = None) -> np.ndarray:
         return self.physics.render(width, height, camera=self.task.camera, markers=markers)

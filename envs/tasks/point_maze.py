@@ -211,6 +211,10 @@ class PointMazeTask(Task):
     def get_observation(self, physics: PointMazePhysics) -> np.ndarray:
         return np.concatenate([physics.agent_xy(), physics.agent_vel()]).astype(np.float32)
 
+    def safe_action(self, state: np.ndarray) -> np.ndarray:
+        """Brake: a force against the velocity (obs[2:4]), full force from 0.5 m/s."""
+        return -2.0 * state[2:4]
+
     def _agent_cell(self, physics: PointMazePhysics) -> Cell:
         return self.layout.xy_to_cell(physics.agent_xy(), self.cell_size)
 

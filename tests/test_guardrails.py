@@ -1,0 +1,242 @@
+"""Guardrails: exact violation amounts on hand-built trajectories, declarative parsing, the
+constraint the planners receive."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agent.guardrails import GUARDRAILS, GuardrailSet, make_guardrail
+
+
+def _traj(*points):
+    """One trajectory [1, H, 2] of positions."""
+    return torch.tensor([points], dtype=torch.float32)
+
+
+NO_ACTIONS = torch.zeros(1, 3, 2)
+
+
+def test_keep_out_violation_is_the_depth_inside_the_disc_plus_margin():
+    g = make_guardrail({"type": "keep_out", "key": "xy", "center": [0, 0], "radius": 1.0, "margin": 0.5})
+    m = {"xy": _traj((2.0, 0.0), (1.25, 0.0), (0.0, 0.3))}
+    torch.testing.assert_close(g.violation(m, NO_ACTIONS, None, {}), torch.tensor([[0.0, 0.25, 1.2]]))
+
+
+def test_keep_out_box_violation_is_the_distance_to_the_nearest_face():
+    g = make_guardrail({"type": "keep_out_box", "key": "xy", "low": [0, 0], "high": [2, 1], "margin": 0.1})
+    m = {"xy": _traj((3.0, 0.5), (1.0, 0.5), (1.9, -0.05))}
+    torch.testing.assert_close(g.violation(m, NO_ACTIONS, None, {}), torch.tensor([[0.0, 0.6, 0.05]]))
+
+
+def test_speed_limit_applies_only_inside_the_zone():
+    g = make_guardrail({"type": "speed_limit_in_zone", "speed_key": "speed", "position_key": "xy",
+                        "center": [0, 0], "radius": 1.0, "limit": 0.5, "margin": 0.2, "speed_margin": 0.1})
+    m = {"xy": _traj((0.0, 0.0), (1.1, 0.0), (1.3, 0.0)), "speed": torch.tensor([[[0.7], [0.9], [5.0]]])}
+    # inside: 0.7 - 0.4; inside the margin: 0.9 - 0.4; outside radius + margin: nothing
+    torch.testing.assert_close(g.violation(m, NO_ACTIONS, None, {}), torch.tensor([[0.3, 0.5, 0.0]]))
+
+
+def test_bound_sums_the_excess_over_components():
+    g = make_guardrail({"type": "bound", "key": "q", "low": [-1, -2], "high": 1.0})
+    m = {"q": torch.tensor([[[0.0, 0.0], [1.5, -2.5], [-1.5, 3.0]]])}
+    torch.testing.assert_close(g.violation(m, NO_ACTIONS, None, {}), torch.tensor([[0.0, 1.0, 2.5]]))
+
+
+def test_readout_errors_widen_each_guardrail_per_predicted_step():
+    m = {"xy": _traj((2.0, 0.0), (1.25, 0.0), (1.5, 0.0)), "speed": torch.tensor([[[0.45], [0.45], [0.45]]]),
+         "q": torch.tensor([[[0.95], [0.95], [0.95]]])}
+    err = {"xy": torch.tensor([0.0, 0.5]), "speed": torch.tensor([0.1, 0.0, 0.0]), "q": torch.tensor([0.1])}
+    keep_out = make_guardrail({"type": "keep_out", "key": "xy", "center": [0, 0], "radius": 1.0})
+    # step 3 reuses the last calibrated bound (0.5): 1.5 m from the centre counts as 1.0 m
+    torch.testing.assert_close(keep_out.violation(m, NO_ACTIONS, None, err), torch.tensor([[0.0, 0.25, 0.0]]))
+    zone = make_guardrail({"type": "speed_limit_in_zone", "speed_key": "speed", "position_key": "xy",
+                           "center": [0, 0], "radius": 1.0, "limit": 0.5})
+    torch.testing.assert_close(zone.violation(m, NO_ACTIONS, None, err), torch.tensor([[0.0, 0.0, 0.0]]))
+    err["xy"] = torch.tensor([1.0])  # now every point may be inside; only step 1 may be too fast
+    torch.testing.assert_close(zone.violation(m, NO_ACTIONS, None, err), torch.tensor([[0.05, 0.0, 0.0]]))
+    bound = make_guardrail({"type": "bound", "key": "q", "high": 1.0})
+    torch.testing.assert_close(bound.violation(m, NO_ACTIONS, None, err), torch.tensor([[0.05, 0.05, 0.05]]))
+
+
+def test_action_bound_and_rate_from_the_last_executed_action():
+    actions = torch.tensor([[[0.5, -1.0], [0.9, 0.0], [0.9, 0.2]]])
+    bound = make_guardrail({"type": "action_bound", "limit": 0.8})
+    torch.testing.assert_close(bound.violation({}, actions, None, {}), torch.tensor([[0.2, 0.1, 0.1]]))
+    rate = make_guardrail({"type": "action_rate", "limit": 0.5})
+    torch.testing.assert_close(rate.violation({}, actions, None, {}), torch.tensor([[0.0, 0.5, 0.0]]))
+    last = torch.tensor([-0.5, -1.0])
+    torch.testing.assert_close(rate.violation({}, actions, last, {}), torch.tensor([[0.5, 0.5, 0.0]]))
+
+
+@pytest.mark.parametrize("spec, pattern", [
+    ({"key": "xy"}, "'type' key"),
+    ({"type": "fence"}, r"unknown guardrail type 'fence'.*keep_out"),
+    ({"type": "keep_out", "key": "xy", "center": [0, 0], "radius": 1, "radius_m": 2},
+     r"unknown keep_out field.*radius_m"),
+    ({"type": "keep_out", "center": [0, 0], "radius": 1}, "keep_out.key"),
+    ({"type": "keep_out", "key": "xy", "center": "origin", "radius": 1}, "keep_out.center"),
+    ({"type": "keep_out", "key": "xy", "center": [0, 0], "radius": -1}, "keep_out.radius"),
+    ({"type": "keep_out", "key": "xy", "center": [0, 0]}, "keep_out.radius"),
+    ({"type": "speed_limit_in_zone", "speed_key": "s", "position_key": "p", "center": [0], "radius": 1}, "limit"),
+    ({"type": "keep_out", "key": "xy", "center": [0, 0], "radius": 1, "margin": float("nan")}, "margin"),
+    ({"type": "keep_out_box", "key": "xy", "low": [0, 0], "high": [1]}, "keep_out_box.high"),
+    ({"type": "keep_out_box", "key": "xy", "low": [0, 2], "high": [1, 1]}, "low < high"),
+    ({"type": "bound", "key": "q"}, "low, high or both"),
+    ({"type": "speed_limit_in_zone", "speed_key": "s", "center": [0, 0], "radius": 1, "limit": 1}, "position_key"),
+])
+def test_bad_guardrail_specs_name_the_problem(spec, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        make_guardrail(spec)
+
+
+def test_every_registered_type_round_trips_through_its_dict():
+    specs = {"keep_out": {"key": "xy", "center": [1, 2], "radius": 0.5},
+             "keep_out_box": {"key": "xy", "low": [0, 0], "high": [1, 1]},
+             "speed_limit_in_zone": {"speed_key": "s", "position_key": "xy", "center": [0, 0], "radius": 1, "limit": 1},
+             "bound": {"key": "q", "high": [1, 2]}, "action_bound": {"limit": 0.5}, "action_rate": {"limit": 0.3}}
+    assert set(specs) == set(GUARDRAILS)
+    for kind, fields in specs.items():
+        g = make_guardrail({"type": kind, **fields})
+        assert make_guardrail(g.to_dict()) == g
+
+
+def test_guardrail_set_is_a_planner_constraint_over_readouts():
+    readout = lambda z: {"xy": z[..., :2]}  # noqa: E731  (a latent whose first two dims are the position)
+    rails = GuardrailSet([{"type": "keep_out", "key": "xy", "center": [0, 0], "radius": 1.0},
+                          {"type": "action_bound", "limit": 0.5}], readout, ("xy",))
+    z = torch.tensor([[[2.0, 0.0, 9.0], [0.5, 0.0, 9.0]], [[3.0, 0.0, 9.0], [3.0, 1.0, 9.0]]])
+    actions = torch.tensor([[[0.0], [0.0]], [[0.9], [0.0]]])
+    torch.testing.assert_close(rails.per_step(z, actions), torch.tensor([[0.0, 0.5], [0.4, 0.0]]))
+    torch.testing.assert_close(rails(z, actions), torch.tensor([0.5, 0.4]))
+    assert list(rails.per_guardrail(z, actions)) == ["0:keep_out", "1:action_bound"]
+    with pytest.raises(ValueError, match=r"measurement\(s\) \['ee_pos'\] have no readout head.*\['xy'\]"):
+        GuardrailSet([{"type": "keep_out", "key": "ee_pos", "center": [0, 0], "radius": 1}], readout, ("xy",))
+    with pytest.raises(ValueError, match="at least one"):
+        GuardrailSet([], readout, ("xy",))
+
+
+@pytest.mark.parametrize("env_id, speed_key", [("oda/PointMaze-v0", "agent_speed"), ("oda/ArmReach-v0", "ee_speed"),
+                                               ("oda/Push-v0", None)])
+def test_task_safe_fallback_brings_the_robot_to_rest(env_id, speed_key):
+    import envs
+
+    env = envs.make(env_id, seed=0)
+    obs, _ = env.reset(seed=0)
+    for _ in range(10):
+        obs, *_ = env.step(np.ones(env.action_space.shape, dtype=np.float32))
+    speeds = []
+    for _ in range(20):
+        action = env.unwrapped.safe_action(obs)
+        assert action.shape == env.action_space.shape and np.all(np.abs(action) <= 1.0)
+        obs, _, _, _, info = env.step(action)
+        if speed_key:
+            speeds.append(float(info["measurements"][speed_key][0]))
+    if speed_key:
+        assert speeds[0] > 0.3 and speeds[-1] < 0.01 * speeds[0], speeds
+    else:  # velocity-servoed pusher: the fallback is a zero velocity command
+        np.testing.assert_array_equal(env.unwrapped.safe_action(obs), np.zeros(2, np.float32))
+
+
+class PointMassModel:
+    """An exact analytic world model (latent = observation = [x, y, vx, vy]) for the actor."""
+
+    readout_keys = ("xy",)
+    dt, damping = 0.1, 0.5
+    device = torch.device("cpu")
+    bias = 0.0  # a readout offset along x, to give the model a known error
+
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs.float()
+
+    def step(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        vel = s[..., 2:] + self.dt * (a - self.damping * s[..., 2:])
+        return torch.cat([s[..., :2] + self.dt * vel, vel], dim=-1)
+
+    def rollout(self, z0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        out, z = [], z0
+        for t in range(actions.shape[1]):
+            z = self.step(z, actions[:, t])
+            out.append(z)
+        return torch.stack(out, dim=1)
+
+    def readout(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"xy": z[..., :2] + torch.tensor([self.bias, 0.0])}
+
+
+def _brake(obs) -> np.ndarray:
+    return np.clip(-2.0 * np.asarray(obs[2:4], dtype=np.float32), -1.0, 1.0)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_actor_never_executes_a_plan_predicted_infeasible(seed):
+    """Random disc and goal (possibly inside the disc): each executed action comes from a plan
+    predicted feasible over its whole horizon, or is the fallback; with an exact model the true
+    path never enters the disc."""
+    from agent.actor import MPCActor
+    from agent.cost import CostModule
+    from planners import make_planner
+
+    g = torch.Generator().manual_seed(seed)
+    center = torch.rand(2, generator=g) * 0.6 + 0.35  # the start (origin) is outside every disc
+    radius = float(torch.rand(1, generator=g)) * 0.2 + 0.1
+    goal = torch.rand(2, generator=g) * 1.2
+    model = PointMassModel()
+    rails = GuardrailSet([{"type": "keep_out", "key": "xy", "center": center.tolist(), "radius": radius}],
+                         model.readout, model.readout_keys)
+    actor = MPCActor(model, make_planner("mppi", 2, seed=seed, horizon=12, samples=128, iterations=4),
+                     CostModule({"goal": 1.0, "goal_final": 1.0}), guardrails=rails, fallback=_brake)
+    state = torch.zeros(4)
+    actor.reset(torch.cat([goal, torch.zeros(2)]))
+    for _ in range(40):
+        fallbacks_before = actor.fallbacks
+        action = torch.as_tensor(actor.act(state))
+        if actor.fallbacks == fallbacks_before:
+            assert actor.last_plan.feasible and not actor.predicted_violation
+        state = model.step(state, action)
+        assert float((state[:2] - center).norm()) >= radius - 1e-4, (seed, state.tolist())
+    if float((goal - center).norm()) > radius + 0.1:
+        assert float((state[:2] - goal).norm()) < 0.15, "a reachable goal outside the disc is still reached"
+
+
+def test_goal_inside_the_disc_the_actor_stops_at_its_edge():
+    from agent.actor import MPCActor
+    from agent.cost import CostModule
+    from planners import make_planner
+
+    model = PointMassModel()
+    center, radius = [0.6, 0.3], 0.2
+    rails = GuardrailSet([{"type": "keep_out", "key": "xy", "center": center, "radius": radius}],
+                         model.readout, model.readout_keys)
+    actor = MPCActor(model, make_planner("mppi", 2, seed=0, horizon=12, samples=128, iterations=4),
+                     CostModule({"goal": 1.0, "goal_final": 1.0}), guardrails=rails, fallback=_brake)
+    state = torch.zeros(4)
+    actor.reset(torch.tensor([*center, 0.0, 0.0]))
+    for _ in range(60):
+        state = model.step(state, torch.as_tensor(actor.act(state)))
+        assert float((state[:2] - torch.tensor(center)).norm()) >= radius - 1e-4
+    assert float((state[:2] - torch.tensor(center)).norm()) < radius + 0.05  # as close as allowed
+    assert float(state[2:].norm()) < 0.1
+
+
+def test_readout_error_calibration_measures_the_models_error_per_step():
+    from agent.calibration import readout_errors
+
+    model = PointMassModel()
+    rng = np.random.default_rng(0)
+    runs = []
+    for _ in range(3):
+        states, actions = [torch.zeros(4)], torch.as_tensor(rng.uniform(-1, 1, (30, 2)), dtype=torch.float32)
+        for a in actions:
+            states.append(model.step(states[-1], a))
+        obs = torch.stack(states).numpy()
+        runs.append({"obs": obs, "actions": actions.numpy(), "measurements": {"xy": obs[:, :2]}})
+    exact = readout_errors(model, runs, horizon=5)
+    assert exact["xy"].shape == (5,) and float(exact["xy"].max()) < 1e-5
+    model.bias = 0.03
+    torch.testing.assert_close(readout_errors(model, runs, horizon=5)["xy"], torch.full((5,), 0.03))
+    with pytest.raises(ValueError, match="no calibration episode has 40 steps"):
+        readout_errors(model, runs, horizon=40)
+    with pytest.raises(ValueError, match="quantile"):
+        readout_errors(model, runs, horizon=5, quantile=1.0)
