@@ -11,7 +11,7 @@ import torch
 
 import envs
 from agent.actor import MPCActor
-from agent.cost import CostModule
+from agent.cost import PENALTY_TERM, CostModule
 from agent.guardrails import GuardrailSet
 from agent.launch import LaunchConfig
 from planners.registry import make_planner
@@ -65,5 +65,15 @@ def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device
     params.update(planner_params or {})
     plan = make_planner(name, action_dim, device=device, seed=cfg.seed, **params)
     fallback = env.unwrapped.safe_action if env is not None and cfg.env.obs == "state" else None
-    return MPCActor(model, plan, CostModule(cfg.cost), replan_every=cfg.training.replan_every, device=device,
-                    guardrails=make_guardrails(cfg, model), fallback=fallback)
+    guardrails = make_guardrails(cfg, model)
+    weights = dict(cfg.cost)
+    if cfg.guardrail_mode == "soft":  # the soft-penalty baseline: no constraint, a weighted cost term
+        weights.setdefault(PENALTY_TERM, 10.0)
+    if PENALTY_TERM in weights and guardrails is None:
+        raise ValueError(f"cost term {PENALTY_TERM!r} and guardrail_mode 'soft' need guardrails")
+    cost = CostModule(weights)
+    cost.penalty = guardrails
+    if cfg.guardrail_mode == "soft":
+        guardrails = None
+    return MPCActor(model, plan, cost, replan_every=cfg.training.replan_every, device=device,
+                    guardrails=guardrails, fallback=fallback)

@@ -6,7 +6,9 @@ term measures, independent of its weight).
 
 Constraints (guardrails) are NOT costs and do not live here: a guardrail is a hard limit the planner
 must satisfy (a ``Constraint`` returning a violation amount), not something traded off against goal
-progress by a weight. They are handled separately (next issue).
+progress by a weight (``agent.guardrails``). The one bridge is the ``guardrail_penalty`` term, the
+soft-penalty BASELINE that hard guardrails are compared against: the guardrails' total violation
+added to the cost with a weight (``LaunchConfig.guardrail_mode = "soft"``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ COST_TERMS: dict[str, CostTerm] = {
     "goal_final": goal_final_term,
     "action": action_term,
 }
+PENALTY_TERM = "guardrail_penalty"  # needs a penalty callable: see CostModule.penalty
+TERM_NAMES = (*COST_TERMS, PENALTY_TERM)
 
 
 class CostModule:
@@ -47,9 +51,9 @@ class CostModule:
     def __init__(self, weights: dict[str, float]) -> None:
         if not isinstance(weights, dict) or not weights:
             raise ValueError(f"cost weights must be a non-empty mapping of term -> weight, got {weights!r}")
-        unknown = sorted(set(weights) - set(COST_TERMS))
+        unknown = sorted(set(weights) - set(TERM_NAMES))
         if unknown:
-            raise ValueError(f"unknown cost term(s) {unknown}; valid terms: {sorted(COST_TERMS)}")
+            raise ValueError(f"unknown cost term(s) {unknown}; valid terms: {sorted(TERM_NAMES)}")
         clean: dict[str, float] = {}
         for name, w in weights.items():
             if isinstance(w, bool) or not isinstance(w, (int, float)) or w != w or w < 0:
@@ -60,6 +64,8 @@ class CostModule:
         if not self.active:
             raise ValueError(f"all cost weights are 0 ({clean}); at least one term must be active")
         self.z_goal: Tensor | None = None
+        # (z [N, H, D], actions [N, H, A]) -> [N], e.g. a GuardrailSet; used by the penalty term only
+        self.penalty: Callable[[Tensor, Tensor], Tensor] | None = None
 
     def set_goal(self, z_goal: Tensor) -> None:
         """Set the goal latent ``[D]`` (a ``[1, D]`` tensor is accepted and squeezed)."""
@@ -80,7 +86,10 @@ class CostModule:
         if z.shape[-1] != self.z_goal.shape[-1]:
             raise ValueError(f"latent dim {z.shape[-1]} does not match the goal's {self.z_goal.shape[-1]}")
         z_goal = self.z_goal.to(device=z.device, dtype=z.dtype)
-        terms = {name: COST_TERMS[name](z, actions, z_goal) for name in self.active}
+        if PENALTY_TERM in self.active and self.penalty is None:
+            raise RuntimeError(f"cost term {PENALTY_TERM!r} has no penalty to add (no guardrails given)")
+        terms = {name: self.penalty(z, actions) if name == PENALTY_TERM else COST_TERMS[name](z, actions, z_goal)
+                 for name in self.active}
         total = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)
         for name, value in terms.items():
             total = total + self.active[name] * value

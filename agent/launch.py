@@ -23,10 +23,11 @@ from typing import Any
 
 import yaml
 
-from agent.cost import COST_TERMS
+from agent.cost import TERM_NAMES
 from agent.guardrails import make_guardrail
 
 OBS_MODES = ("state", "pixels")
+GUARDRAIL_MODES = ("hard", "soft")
 FREE_FORM = {("world_model",), ("planner", "params"), ("cost",), ("env", "kwargs")}
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -92,6 +93,9 @@ class LaunchConfig:
     cost: dict[str, float] = field(default_factory=lambda: {"goal": 1.0})
     # Hard constraints on the predicted trajectory (agent.guardrails), kept apart from the cost.
     guardrails: list[dict[str, Any]] = field(default_factory=list)
+    # "hard": constraints (feasible plans first, fallback otherwise); "soft": the baseline that only
+    # adds their violation to the cost as the term guardrail_penalty (weight cost.guardrail_penalty)
+    guardrail_mode: str = "hard"
     training: TrainingSection = field(default_factory=TrainingSection)
     seed: int = 0
     device: str = "auto"
@@ -209,9 +213,11 @@ def _check_ranges(obj: Any, path: tuple[str, ...], source: str) -> None:
             raise bad("name", "must be letters, digits, '_', '.', '-' (it names the run directory)")
         if not _DEVICE.match(obj.device):
             raise bad("device", "must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
-        unknown = sorted(set(obj.cost) - set(COST_TERMS))
+        unknown = sorted(set(obj.cost) - set(TERM_NAMES))
         if unknown:
-            raise ValueError(f"{source}: unknown cost term(s) {unknown} in 'cost' (valid: {sorted(COST_TERMS)})")
+            raise ValueError(f"{source}: unknown cost term(s) {unknown} in 'cost' (valid: {sorted(TERM_NAMES)})")
+        if obj.guardrail_mode not in GUARDRAIL_MODES:
+            raise bad("guardrail_mode", f"must be one of {GUARDRAIL_MODES}")
         for term, weight in obj.cost.items():
             if weight < 0:
                 raise ValueError(f"{source}: 'cost.{term}' must be >= 0, got {weight!r}")
@@ -292,7 +298,7 @@ def load_launch(path: str | Path, overrides: list[str] | dict | None = None) -> 
 
 
 #: what may change at evaluation time without retraining (the world model and its inputs may not)
-EVAL_OVERRIDABLE = ("guardrails", "cost", "env.kwargs", "planner", "training.replan_every")
+EVAL_OVERRIDABLE = ("guardrails", "guardrail_mode", "cost", "env.kwargs", "planner", "training.replan_every")
 
 
 def eval_overrides(cfg: LaunchConfig, overrides: list[str] | None) -> LaunchConfig:

@@ -28,6 +28,8 @@ from agent.memory import EpisodeReplay
 from agent.snapshot import load_training_state, save_training_state
 from world_models.jepa import JEPAWorldModel
 
+DIAGNOSTICS_EVERY = 25  # updates between collapse diagnostics (an SVD per call)
+
 
 class StickyRandomActions:
     """Exploration: a uniform random action held for a random 1..``max_hold`` steps, which
@@ -67,6 +69,7 @@ class Trainer:
         self.episode = 0
         self.updates = 0
         self.history: list[dict[str, Any]] = []
+        self._diagnostics: dict[str, float] = {}
         self.step_ms: list[tuple[float, float, float]] = []  # (plan, env, update) per planning step, this process
         if resume:
             ckpt = latest_checkpoint(self.run_dir)
@@ -79,10 +82,14 @@ class Trainer:
         batch = self.replay.sample(self.cfg.training.batch_size, self.wm_cfg.train_horizon, self.rng)
         tensor = lambda x: torch.as_tensor(x, dtype=torch.float32, device=self.device)  # noqa: E731
         measurements = {k: tensor(v) for k, v in batch.get("measurements", {}).items()}
-        metrics = self.model.train_step(self.optim, tensor(batch["obs"]), tensor(batch["actions"]), measurements)
+        diagnose = self.updates % DIAGNOSTICS_EVERY == 0
+        metrics = self.model.train_step(self.optim, tensor(batch["obs"]), tensor(batch["actions"]), measurements,
+                                        diagnostics=diagnose)
+        if diagnose:
+            self._diagnostics = {k: v for k, v in metrics.items() if k.startswith("latent/")}
         self.model.eval()
         self.updates += 1
-        return metrics
+        return {**self._diagnostics, **metrics}  # the latest collapse diagnostics ride along
 
     # -- the loop -----------------------------------------------------------------------------
     def train(self) -> list[dict[str, Any]]:

@@ -35,6 +35,11 @@ def test_train_writes_checkpoints_tensorboard_and_eval_log(trained_run):
     ckpts = sorted(p.name for p in trained_run.glob("step_*"))
     assert ckpts == ["step_00000120", "step_00000240"]
     assert list((trained_run / "tb").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(trained_run / "tb")).Reload().Tags()["scalars"]
+    for tag in ("latent/effective_rank", "latent/std_min", "loss/pred", "loss/smooth", "loss/idm", "eval/success_rate"):
+        assert tag in tags, tag
     evals = [json.loads(line) for line in (trained_run / "eval.jsonl").read_text().splitlines()]
     assert evals[-1]["step"] == 240 and evals[-1]["episodes"] == 1
 
@@ -173,3 +178,19 @@ def test_record_draws_guardrail_zones_and_marks_violations(trained_run, tmp_path
     rail = "guardrails=[{type: keep_out, key: agent_xy, center: [0.5, 0.5], radius: 0.3}]"
     assert main(["record", str(trained_run), rail, "--episodes", "1", "--out", str(out), "--size", "64"]) == 0
     assert out.stat().st_size > 1000
+
+
+def test_soft_guardrail_mode_is_a_cost_term_not_a_constraint(trained_run, capsys):
+    cfg, model = load_agent(trained_run / "step_00000240", torch.device("cpu"))
+    rail = "guardrails=[{type: keep_out, key: agent_xy, center: [0.5, 0.5], radius: 0.3}]"
+    soft = load_launch(LAUNCH, [*TINY, rail, "guardrail_mode=soft"])
+    actor = make_actor(soft, model, 2, torch.device("cpu"))
+    assert actor.guardrails is None and actor.cost.weights["guardrail_penalty"] == 10.0
+    assert actor.cost.penalty is not None
+    hard = make_actor(load_launch(LAUNCH, [*TINY, rail]), model, 2, torch.device("cpu"))
+    assert hard.guardrails is not None and "guardrail_penalty" not in hard.cost.weights
+    with pytest.raises(ValueError, match="need guardrails"):
+        make_actor(load_launch(LAUNCH, [*TINY, "guardrail_mode=soft"]), model, 2, torch.device("cpu"))
+    assert main(["eval", str(trained_run), rail, "guardrail_mode=soft", "--episodes", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert "confusion" not in result and result["violations_total"] >= 0

@@ -56,3 +56,15 @@ def test_rejections():
     cost.set_goal(torch.zeros(3))
     with pytest.raises(ValueError, match="latent dim 2"):
         cost(z, actions)
+
+
+def test_guardrail_penalty_term_adds_the_violation_as_a_cost():
+    cost = CostModule({"goal": 1.0, "guardrail_penalty": 10.0})
+    cost.set_goal(torch.zeros(2))
+    z, actions = torch.ones(3, 4, 2), torch.zeros(3, 4, 1)
+    with pytest.raises(RuntimeError, match="no penalty"):
+        cost(z, actions)
+    cost.penalty = lambda z, a: torch.tensor([0.0, 0.5, 2.0])
+    total, terms = cost(z, actions)
+    torch.testing.assert_close(terms["guardrail_penalty"], torch.tensor([0.0, 0.5, 2.0]))
+    torch.testing.assert_close(total, terms["goal"] + 10.0 * torch.tensor([0.0, 0.5, 2.0]))

@@ -74,6 +74,7 @@ def test_to_dict_from_dict_round_trip(tmp_path):
     (VALID + "seed: 4\n", r"exp.yaml: malformed YAML at line 18.*duplicate key 'seed'"),
     (VALID.replace("  batch_size: 32", "  batch_size: [32"), r"exp.yaml: malformed YAML at line \d+"),
     (VALID + "guardrails: {type: keep_out}\n", r"'guardrails' must be a list"),
+    (VALID + "guardrail_mode: medium\n", r"'guardrail_mode' must be one of \('hard', 'soft'\)"),
     (VALID + "guardrails: [5]\n", r"'guardrails.0' must be a mapping"),
     (VALID + "guardrails:\n  - {type: action_rate, limit: 0.5}\n  - {type: wall}\n",
      r"exp.yaml: 'guardrails.1': unknown guardrail type 'wall'"),

@@ -116,11 +116,13 @@ class JEPAWorldModel(nn.Module):
         return {name: head(z) for name, head in self.readout_heads.items()}
 
     # ----- training --------------------------------------------------------------------------
-    def loss(self, obs: Tensor, actions: Tensor, measurements: dict[str, Tensor] | None = None
-             ) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, obs: Tensor, actions: Tensor, measurements: dict[str, Tensor] | None = None,
+             diagnostics: bool = True) -> tuple[Tensor, dict[str, float]]:
         """obs [B, T+1, obs_dim], actions [B, T, A], measurements {name: [B, T+1, k]} -> (loss, logs).
 
         Measurements without a readout head are ignored; heads without a measurement add nothing.
+        ``diagnostics`` adds the collapse diagnostics to the logs (an SVD: ~10% of a 1M-parameter
+        update on CPU, so trainers compute them only every few updates).
         """
         cfg = self.cfg
         dev = self.device
@@ -189,7 +191,8 @@ class JEPAWorldModel(nn.Module):
         names = list(logged)
         values = torch.stack([v.detach().float() for v in logged.values()]).tolist()  # one device sync
         logs = dict(zip(names, values, strict=True))
-        logs.update(collapse_diagnostics(flat))
+        if diagnostics:
+            logs.update(collapse_diagnostics(flat))
         return total, logs
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -199,7 +202,7 @@ class JEPAWorldModel(nn.Module):
         return torch.optim.Adam(self.trainable_parameters(), lr=self.cfg.lr)
 
     def train_step(self, optimizer: torch.optim.Optimizer, obs: Tensor, actions: Tensor,
-                   measurements: dict[str, Tensor] | None = None) -> dict[str, float]:
+                   measurements: dict[str, Tensor] | None = None, diagnostics: bool = True) -> dict[str, float]:
         """One gradient step (loss, clip to ``grad_clip``, step) followed by one EMA target update.
 
         The input normaliser is NOT updated here: call ``update_normalizer`` on new experience.
@@ -207,7 +210,7 @@ class JEPAWorldModel(nn.Module):
         self.train()
         precision = torch.bfloat16 if self.cfg.train_precision == "bfloat16" else None
         with torch.autocast(self.device.type, dtype=precision or torch.float32, enabled=precision is not None):
-            loss, logs = self.loss(obs, actions, measurements)
+            loss, logs = self.loss(obs, actions, measurements, diagnostics)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip > 0:
