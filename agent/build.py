@@ -66,14 +66,11 @@ def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device
     plan = make_planner(name, action_dim, device=device, seed=cfg.seed, **params)
     fallback = env.unwrapped.safe_action if env is not None and cfg.env.obs == "state" else None
     guardrails = make_guardrails(cfg, model)
-    weights = dict(cfg.cost)
-    if cfg.guardrail_mode == "soft":  # the soft-penalty baseline: no constraint, a weighted cost term
-        weights.setdefault(PENALTY_TERM, 10.0)
+    soft = cfg.guardrail_mode == "soft"  # the soft-penalty baseline: no constraint, a weighted cost term
+    weights = {PENALTY_TERM: 10.0, **cfg.cost} if soft else dict(cfg.cost)
     if PENALTY_TERM in weights and guardrails is None:
         raise ValueError(f"cost term {PENALTY_TERM!r} and guardrail_mode 'soft' need guardrails")
     cost = CostModule(weights)
     cost.penalty = guardrails
-    if cfg.guardrail_mode == "soft":
-        guardrails = None
     return MPCActor(model, plan, cost, replan_every=cfg.training.replan_every, device=device,
-                    guardrails=guardrails, fallback=fallback)
+                    guardrails=None if soft else guardrails, fallback=fallback)

@@ -30,6 +30,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from planners.base import check_float
+
 GUARDRAILS: dict[str, type[Guardrail]] = {}
 Readout = Callable[[Tensor], dict[str, Tensor]]  # latents [..., D] -> {name: [..., k]}
 # Readout error bound per measurement and predicted step ({name: [H]}, broadcast over samples):
@@ -70,9 +72,8 @@ def _vector(name: str, value: Any, length: int | None = None) -> tuple[float, ..
     return out
 
 
-def _number(name: str, value: Any, low: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < low:
-        raise ValueError(f"{name} must be a finite number >= {low}, got {value!r}")
+def _number(name: str, value: Any) -> float:
+    check_float(name, value, 0.0)
     return float(value)
 
 

@@ -41,7 +41,7 @@ def plan_markers(actor: MPCActor, radius: float) -> list[tuple[np.ndarray, tuple
 
 
 def zone_markers(actor: MPCActor) -> list[tuple[np.ndarray, tuple, float]]:
-    """A flattened sphere per planar disc guardrail (keep-out red-orange, speed zones orange)."""
+    """A thin translucent floor disc per planar disc guardrail (keep-out red-orange, speed zones orange)."""
     markers = []
     for g in actor.guardrails.guardrails if actor.guardrails is not None else []:
         if isinstance(g, (KeepOut, SpeedLimitInZone)) and len(g.center) == 2:

@@ -100,10 +100,9 @@ class Trainer:
         bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, desc=cfg.name, unit="step")
         next_eval = (self.step // t.eval_every + 1) * t.eval_every if t.eval_every else None
         next_ckpt = (self.step // t.checkpoint_every + 1) * t.checkpoint_every if t.checkpoint_every else None
-        timing = {"plan": 0.0, "env": 0.0, "update": 0.0, "steps": 0}  # over planning (non-seed) steps
         while self.step < t.steps:
             seeding = self.step < t.seed_steps
-            ep = self._run_episode(seeding, timing, writer)
+            ep = self._run_episode(seeding, writer)
             bar.update(ep["length"])
             bar.set_postfix(success=ep["success"], loss=ep.get("loss/pred", float("nan")))
             if seeding and self.step >= t.seed_steps:
@@ -119,7 +118,7 @@ class Trainer:
         writer.close()
         return self.history
 
-    def _run_episode(self, seeding: bool, timing: dict[str, float], writer: SummaryWriter) -> dict[str, Any]:
+    def _run_episode(self, seeding: bool, writer: SummaryWriter) -> dict[str, Any]:
         t = self.cfg.training
         # Training episodes are seeded below EVAL_SEED_BASE, evaluation episodes at or above it.
         obs, info = self.env.reset(seed=(self.cfg.seed * 100_003 + self.episode) % EVAL_SEED_BASE)
@@ -139,10 +138,6 @@ class Trainer:
                 action = np.clip(action + noise, -1.0, 1.0).astype(np.float32)
             t1 = time.perf_counter()
             obs, reward, terminated, truncated, info = self.env.step(action)
-            if not seeding:
-                timing["plan"] += t1 - t0
-                timing["env"] += time.perf_counter() - t1
-                timing["steps"] += 1
             observations.append(obs)
             actions.append(action)
             for k, v in info.get("measurements", {}).items():
@@ -150,11 +145,10 @@ class Trainer:
             total += float(reward)
             success = success or bool(info.get("success", False))
             self.step += 1
-            if not seeding and self.replay.num_steps > 0:
+            if not seeding:
                 start = time.perf_counter()
-                for _ in range(t.updates_per_step):
+                for _ in range(t.updates_per_step if self.replay.num_steps > 0 else 0):
                     metrics = self.update()
-                timing["update"] += time.perf_counter() - start
                 self.step_ms.append((1e3 * (t1 - t0), 1e3 * (start - t1), 1e3 * (time.perf_counter() - start)))
             if self.step >= t.steps:
                 break
@@ -168,9 +162,9 @@ class Trainer:
         writer.add_scalar("train/episode_success", float(success), self.step)
         for k, v in metrics.items():
             writer.add_scalar(k, v, self.step)
-        for k, v in timing.items():
-            if k != "steps" and timing["steps"]:
-                writer.add_scalar(f"time/{k}_ms_per_step", 1e3 * v / timing["steps"], self.step)
+        if self.step_ms:  # mean over this process's planning steps so far
+            for k, v in zip(("plan", "env", "update"), np.mean(self.step_ms, axis=0), strict=True):
+                writer.add_scalar(f"time/{k}_ms_per_step", float(v), self.step)
         return {"length": len(actions), "success": success, **metrics}
 
     def timing_summary(self) -> dict[str, float]:

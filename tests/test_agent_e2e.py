@@ -38,7 +38,8 @@ def test_train_writes_checkpoints_tensorboard_and_eval_log(trained_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tags = EventAccumulator(str(trained_run / "tb")).Reload().Tags()["scalars"]
-    for tag in ("latent/effective_rank", "latent/std_min", "loss/pred", "loss/smooth", "loss/idm", "eval/success_rate"):
+    for tag in ("latent/effective_rank", "latent/std_min", "loss/pred", "loss/smooth", "loss/idm", "eval/success_rate",
+                "time/plan_ms_per_step", "time/update_ms_per_step"):
         assert tag in tags, tag
     evals = [json.loads(line) for line in (trained_run / "eval.jsonl").read_text().splitlines()]
     assert evals[-1]["step"] == 240 and evals[-1]["episodes"] == 1
