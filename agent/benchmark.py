@@ -51,6 +51,11 @@ def run_benchmark(launch_files: list[str], seeds: list[int], episodes: int, out:
                   progress: bool = True, workers: int = 1) -> list[dict[str, Any]]:
     """Every (launch file, seed) pair, in order or on ``workers`` processes (one torch thread each:
     several processes sharing threads on few cores run ~100x slower than one process)."""
+    for launch_file in launch_files:  # fail before hours of training, not after
+        if "=" in str(launch_file) and not Path(launch_file).exists():
+            raise ValueError(f"{launch_file!r} is not a launch file; overrides go after --set, e.g. "
+                             f"oda benchmark LAUNCH --set {launch_file}")
+        load_launch(launch_file, overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(launch_file, seed) for launch_file in launch_files for seed in seeds]

@@ -141,6 +141,13 @@ def test_benchmark_runs_seeds_on_worker_processes(tmp_path):
     assert main(["benchmark", str(LAUNCH), "--workers", "0", "--out", str(out)]) == 2
 
 
+def test_benchmark_refuses_an_override_given_as_a_launch_file_before_training(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["benchmark", str(LAUNCH), "training.steps=100", "--out", str(out), "--quiet"]) == 2
+    assert "--set training.steps=100" in capsys.readouterr().err
+    assert not out.exists()  # nothing trained, nothing written
+
+
 def test_guardrails_set_at_evaluation_time_report_confusion_and_fallbacks(trained_run, capsys):
     rail = "guardrails=[{type: keep_out, key: agent_xy, center: [0.0, 0.0], radius: 0.5}]"
     assert main(["eval", str(trained_run), rail, "--episodes", "1", "--json"]) == 0
