@@ -11,7 +11,7 @@ import torch
 
 import envs
 from agent.actor import MPCActor
-from agent.cost import PENALTY_TERM, CostModule
+from agent.cost import PENALTY_TERM, VALUE_TERM, CostModule
 from agent.guardrails import GuardrailSet
 from agent.launch import LaunchConfig
 from planners.registry import make_planner
@@ -70,7 +70,12 @@ def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device
     weights = {PENALTY_TERM: 10.0, **cfg.cost} if soft else dict(cfg.cost)
     if PENALTY_TERM in weights and guardrails is None:
         raise ValueError(f"cost term {PENALTY_TERM!r} and guardrail_mode 'soft' need guardrails")
+    if weights.get(VALUE_TERM, 0) > 0 and model.value is None:
+        raise ValueError(f"cost term {VALUE_TERM!r} needs a learned value: set world_model.value_hidden > 0 "
+                         f"when training")
     cost = CostModule(weights)
     cost.penalty = guardrails
+    if model.value is not None:
+        cost.value = model.cost_to_go
     return MPCActor(model, plan, cost, replan_every=cfg.training.replan_every, device=device,
                     guardrails=None if soft else guardrails, fallback=fallback)

@@ -42,7 +42,8 @@ COST_TERMS: dict[str, CostTerm] = {
     "action": action_term,
 }
 PENALTY_TERM = "guardrail_penalty"  # needs a penalty callable: see CostModule.penalty
-TERM_NAMES = (*COST_TERMS, PENALTY_TERM)
+VALUE_TERM = "cost_to_go"  # needs the world model's learned cost-to-go: see CostModule.value
+TERM_NAMES = (*COST_TERMS, PENALTY_TERM, VALUE_TERM)
 
 
 class CostModule:
@@ -66,6 +67,9 @@ class CostModule:
         self.z_goal: Tensor | None = None
         # (z [N, H, D], actions [N, H, A]) -> [N], e.g. a GuardrailSet; used by the penalty term only
         self.penalty: Callable[[Tensor, Tensor], Tensor] | None = None
+        # (z [N, D], z_goal [D]) -> steps [N], e.g. JEPAWorldModel.cost_to_go; the cost_to_go term scores
+        # the last predicted latent with it (the critic's value beyond the planning horizon)
+        self.value: Callable[[Tensor, Tensor], Tensor] | None = None
 
     def set_goal(self, z_goal: Tensor) -> None:
         """Set the goal latent ``[D]`` (a ``[1, D]`` tensor is accepted and squeezed)."""
@@ -88,8 +92,16 @@ class CostModule:
         z_goal = self.z_goal.to(device=z.device, dtype=z.dtype)
         if PENALTY_TERM in self.active and self.penalty is None:
             raise RuntimeError(f"cost term {PENALTY_TERM!r} has no penalty to add (no guardrails given)")
-        terms = {name: self.penalty(z, actions) if name == PENALTY_TERM else COST_TERMS[name](z, actions, z_goal)
-                 for name in self.active}
+        if VALUE_TERM in self.active and self.value is None:
+            raise RuntimeError(f"cost term {VALUE_TERM!r} needs a world model with a value head (value_hidden > 0)")
+        terms = {}
+        for name in self.active:
+            if name == PENALTY_TERM:
+                terms[name] = self.penalty(z, actions)
+            elif name == VALUE_TERM:
+                terms[name] = self.value(z[:, -1], z_goal).to(z.dtype)
+            else:
+                terms[name] = COST_TERMS[name](z, actions, z_goal)
         total = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)
         for name, value in terms.items():
             total = total + self.active[name] * value

@@ -153,6 +153,36 @@ class EpisodeReplay:
             "measurements": {name: arr[slots] for name, arr in self._meas.items()},
         }
 
+    def sample_goals(self, batch_size: int, rng: np.random.Generator, p_current: float = 0.1,
+                     p_future: float = 0.6) -> dict[str, np.ndarray]:
+        """Transitions with hindsight goals, for a goal-conditioned value (``world_models.value``).
+
+        For a uniform transition (obs_t, obs_t+1) of a stored episode the goal is, with probability
+        ``p_current``, obs_t itself (``reached``: the TD anchor), with ``p_future`` a uniformly drawn
+        later observation of the same episode, and otherwise any stored observation. Returns
+        ``{"obs", "next_obs", "goal_obs": [B, ...], "reached": [B] bool}``.
+        """
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        if self.num_steps == 0:
+            raise ValueError("sample_goals: the buffer holds no transition")
+        starts = np.array([s for s, _ in self._episodes], dtype=np.int64)
+        steps = np.array([n - 1 for _, n in self._episodes], dtype=np.int64)
+        cum = np.cumsum(steps)
+        pick = rng.integers(0, int(cum[-1]), size=int(batch_size))
+        ep = np.searchsorted(cum, pick, side="right")
+        t = pick - (cum[ep] - steps[ep])                       # 0 <= t < T of its episode
+        kind = rng.random(int(batch_size))
+        future = t + 1 + (rng.random(int(batch_size)) * (steps[ep] - t)).astype(np.int64)  # t+1 .. T
+        any_ep = rng.integers(0, len(starts), size=int(batch_size))
+        any_t = (rng.random(int(batch_size)) * (steps[any_ep] + 1)).astype(np.int64)
+        reached = kind < p_current
+        goal = np.where(reached, starts[ep] + t,
+                        np.where(kind < p_current + p_future, starts[ep] + future, starts[any_ep] + any_t))
+        slot = (starts[ep] + t) % self.capacity
+        return {"obs": self._obs[slot], "next_obs": self._obs[(slot + 1) % self.capacity],
+                "goal_obs": self._obs[goal % self.capacity], "reached": reached}
+
     # ------------------------------------------------------------------ persistence
     def _ordered_slots(self) -> np.ndarray:
         return (self._tail + np.arange(self._used)) % self.capacity

@@ -83,8 +83,14 @@ class Trainer:
         tensor = lambda x: torch.as_tensor(x, dtype=torch.float32, device=self.device)  # noqa: E731
         measurements = {k: tensor(v) for k, v in batch.get("measurements", {}).items()}
         diagnose = self.updates % DIAGNOSTICS_EVERY == 0
+        goals = None
+        if self.model.value is not None:
+            sampled = self.replay.sample_goals(self.cfg.training.batch_size, self.rng, self.wm_cfg.value_p_current,
+                                               self.wm_cfg.value_p_future)
+            goals = {k: tensor(v) for k, v in sampled.items() if k != "reached"}
+            goals["reached"] = torch.as_tensor(sampled["reached"], device=self.device)
         metrics = self.model.train_step(self.optim, tensor(batch["obs"]), tensor(batch["actions"]), measurements,
-                                        diagnostics=diagnose)
+                                        diagnostics=diagnose, goals=goals)
         if diagnose:
             self._diagnostics = {k: v for k, v in metrics.items() if k.startswith("latent/")}
         self.model.eval()

@@ -202,3 +202,23 @@ def test_soft_guardrail_mode_is_a_cost_term_not_a_constraint(trained_run, capsys
     assert main(["eval", str(trained_run), rail, "guardrail_mode=soft", "--episodes", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert "confusion" not in result and result["violations_total"] >= 0
+
+
+def test_learned_cost_to_go_trains_checkpoints_and_plans(tmp_path, trained_run, capsys):
+    run = tmp_path / "value"
+    value = ["world_model.value_hidden=16", "cost={goal: 1.0, cost_to_go: 0.1}"]
+    assert main(["train", str(LAUNCH), *TINY, *value, f"run_dir={run}", "--quiet"]) == 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert {"value/loss", "value/steps_mean"} <= set(EventAccumulator(str(run / "tb")).Reload().Tags()["scalars"])
+    cfg, model = load_agent(run / "step_00000240", torch.device("cpu"))
+    assert model.value is not None and any(k.startswith("value.target.") for k in model.state_dict())
+    z = model.encode(torch.randn(5, model.cfg.obs_dim))
+    steps = model.cost_to_go(z, z[0])
+    assert steps.shape == (5,) and torch.all(steps >= 0)
+    capsys.readouterr()
+    for cost in ([], ["cost={goal: 1.0}"]):  # with the value term, and without it at evaluation time
+        assert main(["eval", str(run), *cost, "--episodes", "1", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["episodes"] == 1
+    assert main(["eval", str(trained_run), "cost={goal: 1.0, cost_to_go: 0.1}", "--episodes", "1"]) == 2
+    assert "value_hidden" in capsys.readouterr().err

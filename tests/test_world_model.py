@@ -156,7 +156,7 @@ def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _distance_agreement(data, model: JEPAWorldModel) -> float:
     """Spearman correlation of latent L2 distance and true xy distance over held-out state pairs."""
-    obs = torch.as_tensor(data["obs"][TRAIN_EPISODES:]).reshape(-1, 4)
+    obs = torch.as_tensor(data["obs"][TRAIN_EPISODES:]).flatten(0, 1)
     xy = torch.as_tensor(data["agent_xy"][TRAIN_EPISODES:]).reshape(-1, 2)
     i, j = torch.randint(0, len(obs), (2, 4000), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -184,6 +184,30 @@ def test_readout_probes_do_not_shape_the_representation(data):
         _train(data, model, steps=5)
         runs.append(model.encode(torch.as_tensor(data["obs"][:2])))
     torch.testing.assert_close(runs[0], runs[1])
+
+
+def test_probes_also_learn_to_read_predicted_latents(data):
+    """By default the probes' loss covers the predictor's latents too (what guardrails read); off, only encodings."""
+    batch = _batch(data, np.random.default_rng(2))
+    for flag in (True, False):
+        model = JEPAWorldModel(_cfg(readout_on_predicted=flag))
+        _, logs = model.loss(*batch)
+        expected = logs["readout/agent_xy"] + (logs["readout/agent_xy_pred"] if flag else 0.0)
+        assert logs["loss/readout"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_temporal_variance_hinge_asks_each_dimension_to_vary_along_sequences(data):
+    """Reacher's observation carries its target, constant within an episode: batch variance + smoothness
+    favour encoding such constants. The temporal hinge measures spread along each sequence instead:
+    full (target - ~0) on sequences that never change, lower on moving ones, absent when its weight is 0."""
+    obs, actions, meas = _batch(data, np.random.default_rng(2))
+    model = JEPAWorldModel(_cfg(temporal_var_weight=1.0, temporal_var_target=0.3))
+    frozen = obs[:, :1].expand_as(obs).contiguous()  # every sequence stands still: latents constant in time
+    _, logs_frozen = model.loss(frozen, actions, meas)
+    _, logs_moving = model.loss(obs, actions, meas)
+    assert logs_frozen["loss/temporal_var"] == pytest.approx(0.3 - 0.01, abs=1e-4)  # sqrt(0 + 1e-4) = 0.01
+    assert logs_moving["loss/temporal_var"] < logs_frozen["loss/temporal_var"] - 0.01
+    assert "loss/temporal_var" not in JEPAWorldModel(_cfg()).loss(obs, actions, meas)[1]
 
 
 def test_no_stop_gradient_and_no_regulariser_collapses(data, trained):

@@ -34,6 +34,20 @@ class WorldModelConfig:
     # a_t <- (z_t, z_{t+1}) whose gradient reaches the encoder, so controllable state is not dropped.
     smooth_weight: float = 1.0
     idm_weight: float = 1.0
+    # Temporal variance: the variance hinge above is over the batch, which features that are constant
+    # within an episode (e.g. a target position in the observation) satisfy for free, and smoothness
+    # then favours them over the state the agent controls. This hinge asks each latent dimension to
+    # vary *along* trajectories too (std of z_t around its sequence mean, pooled over the batch).
+    temporal_var_weight: float = 0.0
+    temporal_var_target: float = 0.1
+    # Learned cost-to-go (world_models.value.GoalValue): steps between latent states, trained by
+    # expectile TD on hindsight goals from the replay. 0 hidden units = no value head.
+    value_hidden: int = 0
+    value_gamma: float = 0.98
+    value_expectile: float = 0.9
+    value_tau: float = 0.005
+    value_p_current: float = 0.1  # goal = the state itself (the TD anchor: 0 steps)
+    value_p_future: float = 0.6   # goal = a later state of the same episode (uniform); else any stored state
     # "bfloat16" runs the training forward/backward under autocast (parameters and optimiser stay
     # float32): about 2x faster updates for hidden widths >= 384 on CPUs with AMX / AVX512-BF16.
     train_precision: str = "float32"
@@ -42,6 +56,9 @@ class WorldModelConfig:
     # a hinge at 1 could never be satisfied; 0.5 asks for a spread that is reachable.
     var_target: float = 0.5
     readout_hidden: int = 64    # hidden width of each readout probe
+    # Train the probes on the predictor's latents too (detached: the world model is untouched), so
+    # that guardrails reading predicted trajectories see smaller errors than probes fit on real latents.
+    readout_on_predicted: bool = True
     norm_min_std: float = 1e-2  # input normaliser: std clamp (constant inputs never divide by ~0)
     norm_clip: float = 10.0     # input normaliser: normalised inputs are clipped to +-norm_clip
     seed: int | None = None     # when set, parameter init uses this seed (global RNG left untouched)
@@ -50,6 +67,12 @@ class WorldModelConfig:
         """Raise ValueError naming the first bad field; the trainer fills obs/action dims first."""
         positive = ("obs_dim", "action_dim", "latent_dim", "hidden_dim", "encoder_layers", "predictor_layers",
                     "train_horizon", "readout_hidden")
+        if not isinstance(self.value_hidden, int) or self.value_hidden < 0:
+            raise ValueError(f"WorldModelConfig.value_hidden must be an int >= 0, got {self.value_hidden!r}")
+        p_current, p_future = self.value_p_current, self.value_p_future
+        if not (p_current >= 0 and p_future >= 0 and p_current + p_future <= 1):
+            raise ValueError(f"WorldModelConfig.value_p_current + value_p_future must be probabilities summing to "
+                             f"<= 1, got {self.value_p_current}, {self.value_p_future}")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -59,7 +82,7 @@ class WorldModelConfig:
         if not 0.0 < self.rho <= 1.0:
             raise ValueError(f"WorldModelConfig.rho must be in (0, 1], got {self.rho}")
         for name in ("var_weight", "cov_weight", "readout_weight", "one_step_weight", "smooth_weight", "idm_weight",
-                     "var_target", "lr",
+                     "temporal_var_weight", "temporal_var_target", "var_target", "lr",
                      "grad_clip", "norm_min_std", "norm_clip"):
             if getattr(self, name) < 0:
                 raise ValueError(f"WorldModelConfig.{name} must be >= 0, got {getattr(self, name)}")

@@ -11,7 +11,11 @@ Training signal (no rewards, no observation reconstruction):
   consecutive online encodings and an inverse-dynamics head (a_t from z_t, z_{t+1}) whose
   gradient reaches the encoder, so L2 distances between latents follow how many steps apart the
   states are (what the planner ranks by);
-- readout probes: one small MLP per measurement, trained with MSE on DETACHED latents. They are
+- optional: a temporal variance hinge (``temporal_var_weight``: each latent dimension must vary
+  along trajectories, not only across episodes) and a learned cost-to-go (``value_hidden``,
+  ``world_models.value``, trained on detached latents);
+- readout probes: one small MLP per measurement, trained with MSE on DETACHED latents (encoded and,
+  by default, predicted ones, which are what guardrails read). They are
   probes: their gradient never reaches the encoder, so the representation is shaped by the JEPA
   objective alone and the probe error honestly measures what the latent already carries.
 """
@@ -28,6 +32,7 @@ from torch import Tensor, nn
 from world_models.config import WorldModelConfig
 from world_models.encoders import make_encoder, mlp
 from world_models.predictor import ResidualPredictor
+from world_models.value import GoalValue
 
 
 def num_parameters(module: nn.Module, trainable_only: bool = False) -> int:
@@ -82,6 +87,8 @@ class JEPAWorldModel(nn.Module):
             })
             # Only built when used, so checkpoints without metric shaping keep their tensor set.
             self.idm_head = mlp(2 * cfg.latent_dim, cfg.hidden_dim, cfg.action_dim, 1) if cfg.idm_weight > 0 else None
+            self.value = (GoalValue(cfg.latent_dim, cfg.value_hidden, cfg.value_gamma, cfg.value_expectile,
+                                    cfg.value_tau) if cfg.value_hidden > 0 else None)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
 
     @property
@@ -116,11 +123,19 @@ class JEPAWorldModel(nn.Module):
         return {name: head(z) for name, head in self.readout_heads.items()}
 
     # ----- training --------------------------------------------------------------------------
+    def cost_to_go(self, z: Tensor, z_goal: Tensor) -> Tensor:
+        """Learned number of steps from latents z [..., D] to z_goal ([..., D] or [D]) (needs value_hidden > 0)."""
+        if self.value is None:
+            raise RuntimeError("this world model has no value head (WorldModelConfig.value_hidden = 0)")
+        return self.value.steps(z, z_goal)
+
     def loss(self, obs: Tensor, actions: Tensor, measurements: dict[str, Tensor] | None = None,
-             diagnostics: bool = True) -> tuple[Tensor, dict[str, float]]:
+             diagnostics: bool = True, goals: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, float]]:
         """obs [B, T+1, obs_dim], actions [B, T, A], measurements {name: [B, T+1, k]} -> (loss, logs).
 
         Measurements without a readout head are ignored; heads without a measurement add nothing.
+        ``goals`` (``obs``, ``next_obs``, ``goal_obs`` [B', obs_dim], ``reached`` [B'] bool, from
+        ``EpisodeReplay.sample_goals``) trains the value head on detached online latents.
         ``diagnostics`` adds the collapse diagnostics to the logs (an SVD: ~10% of a 1M-parameter
         update on CPU, so trainers compute them only every few updates).
         """
@@ -158,6 +173,12 @@ class JEPAWorldModel(nn.Module):
         total = total + cfg.var_weight * var_loss + cfg.cov_weight * cov_loss
         logged["loss/var"], logged["loss/cov"] = var_loss, cov_loss
 
+        if cfg.temporal_var_weight > 0:
+            within = z_all - z_all.mean(dim=1, keepdim=True)                 # deviations along each sequence
+            std_t = (within.pow(2).sum(dim=(0, 1)) / max(b * (t1 - 1), 1) + 1e-4).sqrt()
+            temporal_var = F.relu(cfg.temporal_var_target - std_t).mean()
+            total = total + cfg.temporal_var_weight * temporal_var
+            logged["loss/temporal_var"] = temporal_var
         if cfg.smooth_weight > 0:
             smooth = (z_all[:, 1:] - z_all[:, :-1]).pow(2).sum(-1).mean()
             total = total + cfg.smooth_weight * smooth
@@ -171,8 +192,10 @@ class JEPAWorldModel(nn.Module):
         readout_loss = obs.new_zeros(())
         if measurements:
             heads_in = self.readout(z_all.detach())            # probes: no gradient into the encoder
-            with torch.no_grad():
-                heads_pred = self.readout(z_hat.detach())      # how well measurements survive imagination
+            # how well measurements survive imagination; with readout_on_predicted the probes also learn
+            # to read the predictor's latents (what guardrails check), still without touching the model
+            with torch.set_grad_enabled(cfg.readout_on_predicted and torch.is_grad_enabled()):
+                heads_pred = self.readout(z_hat.detach())
             for name, m in measurements.items():
                 if name not in heads_in:
                     continue
@@ -181,11 +204,19 @@ class JEPAWorldModel(nn.Module):
                     raise ValueError(f"measurements[{name!r}] has shape {tuple(m.shape)}, expected "
                                      f"[{b}, {t1}, {heads_in[name].shape[-1]}]")
                 term = F.mse_loss(heads_in[name], m)
-                readout_loss = readout_loss + term
+                term_pred = F.mse_loss(heads_pred[name], m[:, 1:])
+                readout_loss = readout_loss + term + (term_pred if cfg.readout_on_predicted else 0.0)
                 logged[f"readout/{name}"] = term.detach()
-                logged[f"readout/{name}_pred"] = F.mse_loss(heads_pred[name], m[:, 1:])
+                logged[f"readout/{name}_pred"] = term_pred.detach()
         total = total + cfg.readout_weight * readout_loss
         logged["loss/readout"] = readout_loss
+        if self.value is not None and goals is not None:
+            with torch.no_grad():
+                z_v, z_next_v, z_goal_v = (self.encode(goals[k].to(dev, torch.float32))
+                                           for k in ("obs", "next_obs", "goal_obs"))
+            value_loss, value_logs = self.value.loss(z_v, z_next_v, z_goal_v, goals["reached"].to(dev, torch.bool))
+            total = total + value_loss
+            logged.update(value_logs)
         logged["loss/total"] = total
 
         names = list(logged)
@@ -202,7 +233,8 @@ class JEPAWorldModel(nn.Module):
         return torch.optim.Adam(self.trainable_parameters(), lr=self.cfg.lr)
 
     def train_step(self, optimizer: torch.optim.Optimizer, obs: Tensor, actions: Tensor,
-                   measurements: dict[str, Tensor] | None = None, diagnostics: bool = True) -> dict[str, float]:
+                   measurements: dict[str, Tensor] | None = None, diagnostics: bool = True,
+                   goals: dict[str, Tensor] | None = None) -> dict[str, float]:
         """One gradient step (loss, clip to ``grad_clip``, step) followed by one EMA target update.
 
         The input normaliser is NOT updated here: call ``update_normalizer`` on new experience.
@@ -210,7 +242,7 @@ class JEPAWorldModel(nn.Module):
         self.train()
         precision = torch.bfloat16 if self.cfg.train_precision == "bfloat16" else None
         with torch.autocast(self.device.type, dtype=precision or torch.float32, enabled=precision is not None):
-            loss, logs = self.loss(obs, actions, measurements, diagnostics)
+            loss, logs = self.loss(obs, actions, measurements, diagnostics, goals)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip > 0:
@@ -221,8 +253,12 @@ class JEPAWorldModel(nn.Module):
             logs["grad_norm"] = float(nn.utils.clip_grad_norm_(model_params, self.cfg.grad_clip))
             if len(self.readout_heads):
                 nn.utils.clip_grad_norm_(self.readout_heads.parameters(), self.cfg.grad_clip)
+            if self.value is not None:
+                nn.utils.clip_grad_norm_(self.value.net.parameters(), self.cfg.grad_clip)
         optimizer.step()
         self.update_target()
+        if self.value is not None:
+            self.value.update_target()
         return logs
 
     @torch.no_grad()
