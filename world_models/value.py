@@ -8,7 +8,7 @@ number of steps between latent states from the agent's own experience, without r
   goal, ``c = (1 - gamma) + gamma * c(z', g)`` one step before;
 - trained by temporal differences against a slowly updated target copy (Polyak ``tau``) on
   hindsight goals from the replay (the state itself, a later state of the same episode, or any
-  stored state); an *expectile* ``tau_expectile > 0.5`` weighs residuals where the prediction is
+  stored state); an *expectile* ``expectile > 0.5`` weighs residuals where the prediction is
   too high more, so ``c`` tracks the shortest paths seen in the data, not the average behaviour
   of an exploring policy (as in IQL / HIQL);
 - ``steps(z, g) = -log(1 - c) / -log(gamma)``, read exactly from the network's logit:
