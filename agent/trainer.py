@@ -87,8 +87,7 @@ class Trainer:
         if self.model.value is not None:
             sampled = self.replay.sample_goals(self.cfg.training.batch_size, self.rng, self.wm_cfg.value_p_current,
                                                self.wm_cfg.value_p_future)
-            goals = {k: tensor(v) for k, v in sampled.items() if k != "reached"}
-            goals["reached"] = torch.as_tensor(sampled["reached"], device=self.device)
+            goals = {k: torch.as_tensor(v, device=self.device) for k, v in sampled.items()}  # the loss casts
         metrics = self.model.train_step(self.optim, tensor(batch["obs"]), tensor(batch["actions"]), measurements,
                                         diagnostics=diagnose, goals=goals)
         if diagnose:

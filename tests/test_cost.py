@@ -69,3 +69,15 @@ def test_guardrail_penalty_term_adds_the_violation_as_a_cost():
     total, terms = cost(z, actions)
     torch.testing.assert_close(terms["guardrail_penalty"], torch.tensor([0.0, 0.5, 2.0]))
     torch.testing.assert_close(total, terms["goal"] + 10.0 * torch.tensor([0.0, 0.5, 2.0]))
+
+
+def test_cost_to_go_term_scores_the_last_predicted_latent():
+    cost = CostModule({"goal": 1.0, "cost_to_go": 2.0})
+    cost.set_goal(torch.zeros(3))
+    z, actions = torch.randn(5, 4, 3), torch.zeros(5, 4, 1)
+    with pytest.raises(RuntimeError, match="value head"):
+        cost(z, actions)
+    cost.value = lambda zz, g: zz.sum(-1) - g.sum()  # any (z [N, D], goal [D]) -> [N]
+    total, terms = cost(z, actions)
+    torch.testing.assert_close(terms["cost_to_go"], z[:, -1].sum(-1))
+    torch.testing.assert_close(total, terms["goal"] + 2.0 * z[:, -1].sum(-1))

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from agent.cost import CostModule
 from agent.memory import EpisodeReplay
 from world_models.value import GoalValue
 
@@ -70,18 +69,6 @@ def test_value_learns_shortest_path_steps_on_a_chain():
     for i in range(N_STATES):
         assert torch.all(steps[i, i + 1:].diff() > 0) and torch.all(steps[i, :i].diff() < 0)
     assert steps[off].min() > 0.7
-
-
-def test_cost_to_go_term_scores_the_last_predicted_latent():
-    cost = CostModule({"goal": 1.0, "cost_to_go": 2.0})
-    cost.set_goal(torch.zeros(3))
-    z, actions = torch.randn(5, 4, 3), torch.zeros(5, 4, 1)
-    with pytest.raises(RuntimeError, match="value head"):
-        cost(z, actions)
-    cost.value = lambda zz, g: zz.sum(-1) - g.sum()  # any (z [N, D], goal [D]) -> [N]
-    total, terms = cost(z, actions)
-    torch.testing.assert_close(terms["cost_to_go"], z[:, -1].sum(-1))
-    torch.testing.assert_close(total, terms["goal"] + 2.0 * z[:, -1].sum(-1))
 
 
 def test_value_rejects_bad_settings():

@@ -60,12 +60,11 @@ class GoalValue(nn.Module):
         with torch.no_grad():
             c_next = torch.sigmoid(self.logit(z_next, g, target=True).float())
             target = torch.where(reached, torch.zeros_like(c_next), (1 - self.gamma) + self.gamma * c_next)
-        c = torch.sigmoid(self.logit(z, g).float())
-        residual = c - target                              # > 0: predicted cost above the backed-up one
+        logit = self.logit(z, g).float()
+        residual = torch.sigmoid(logit) - target            # > 0: predicted cost above the backed-up one
         weight = torch.where(residual > 0, self.expectile, 1.0 - self.expectile)
         loss = (weight * residual.pow(2)).mean() / (1 - self.gamma) ** 2  # in squared steps near the goal
-        with torch.no_grad():
-            steps = F.softplus(torch.logit(c.clamp(1e-6, 1 - 1e-6))) / -math.log(self.gamma)
+        steps = F.softplus(logit.detach()) / -math.log(self.gamma)
         return loss, {"value/loss": loss.detach(), "value/steps_mean": steps.mean()}
 
     @torch.no_grad()
