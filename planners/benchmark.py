@@ -9,6 +9,11 @@ a goal over the horizon plus the final one). Two sizes: latent 64 / hidden 256 /
 project's default predictor) and latent 128 / hidden 512 / 5 layers (~1.2M parameters, about
 TD-MPC2's smallest model). Each call is timed in MPC fashion (plan, shift(1), plan, ...).
 
+``--guardrails`` (JEPA models only) adds, for each cell, the same plan under the guardrails of
+``launch/armreach-safe.yaml`` (a keep-out disc and a speed limit in a zone, read out from every
+predicted latent by the model's readout heads): the planning overhead of hard constraints at
+the same budget.
+
 ``floor`` is the model alone: the same dynamics + objective calls (same batch sizes, with the
 backward pass for the gradient planner) replayed without the planner; ``overhead`` = median -
 floor median is what the planner itself costs (sampling, ranking, refits, bookkeeping).
@@ -31,8 +36,8 @@ from planners.registry import make_planner
 # latent, hidden, hidden layers; the tiny one is not run by default (what fits ~30 ms per plan on 2 CPU cores)
 MODELS = {"d64-h256-l2": (64, 256, 2), "d128-h512-l5": (128, 512, 5), "d32-h128-l2": (32, 128, 2),
           # the project's own JEPA world model (its residual predictor rolls out), latent / hidden
-          "jepa-d8-h128": (8, 128, 0), "jepa-d8-h256": (8, 256, 0), "jepa-d128-h384": (128, 384, 0),
-          "jepa-d128-h512": (128, 512, 0)}
+          "jepa-d8-h128": (8, 128, 0), "jepa-d16-h128": (16, 128, 0), "jepa-d8-h256": (8, 256, 0),
+          "jepa-d128-h384": (128, 384, 0), "jepa-d128-h512": (128, 512, 0)}
 DEFAULT_MODELS = ["d64-h256-l2", "d128-h512-l5"]
 
 
@@ -83,7 +88,16 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def bench_cell(name, model, z0, objective, horizon, args, device) -> dict[str, float]:
+# The guardrails of launch/armreach-safe.yaml, on the readouts they need.
+GUARDRAIL_MEASUREMENTS = {"ee_pos": 2, "ee_speed": 1}
+GUARDRAILS = [
+    {"type": "keep_out", "key": "ee_pos", "center": [-0.02, -0.13], "radius": 0.04, "margin": 0.005},
+    {"type": "speed_limit_in_zone", "speed_key": "ee_speed", "position_key": "ee_pos", "center": [0.09, 0.08],
+     "radius": 0.05, "limit": 0.2, "margin": 0.01, "speed_margin": 0.02},
+]
+
+
+def bench_cell(name, model, z0, objective, horizon, args, device, constraint=None) -> dict[str, float]:
     overrides = {"horizon": horizon, "precision": args.precision}
     if name != "gradient":
         overrides |= {"samples": args.samples, "iterations": args.iterations}
@@ -91,7 +105,7 @@ def bench_cell(name, model, z0, objective, horizon, args, device) -> dict[str, f
     recorder = Recorder(model)
     for _ in range(args.warmup):  # also records the call pattern (batch sizes, autograd) for the floor
         recorder.calls.clear()
-        planner.plan(z0, recorder, objective)
+        planner.plan(z0, recorder, objective, constraint)
         planner.shift(1)
     calls, generator = list(recorder.calls), torch.Generator(device=device).manual_seed(0)
     floor_model = with_precision(model, args.precision, device)
@@ -99,7 +113,7 @@ def bench_cell(name, model, z0, objective, horizon, args, device) -> dict[str, f
     for _ in range(args.repeats):  # interleaved, so slow spells of a shared machine hit both alike
         _sync(device)
         start = time.perf_counter()
-        planner.plan(z0, model, objective)
+        planner.plan(z0, model, objective, constraint)
         _sync(device)
         times.append((time.perf_counter() - start) * 1e3)
         planner.shift(1)
@@ -109,7 +123,7 @@ def bench_cell(name, model, z0, objective, horizon, args, device) -> dict[str, f
         for actions, (_, grad) in zip(batches, calls, strict=True):
             with torch.set_grad_enabled(grad):
                 actions.requires_grad_(grad)
-                cost, _ = objective(floor_model(z0.expand(actions.shape[0], -1), actions), actions)
+                cost, _ = objective(floor_model(z0.expand(actions.shape[0], -1), actions), actions)  # no constraint
                 if grad:
                     torch.autograd.grad(cost.sum(), [actions])
         _sync(device)
@@ -132,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--guardrails", action="store_true",
+                        help="JEPA models: also time each cell under launch/armreach-safe.yaml's guardrails")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
     from agent.device import resolve_device
@@ -142,18 +158,25 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     results = {"device": str(device), "threads": torch.get_num_threads(), "models": {}, "rows": []}
     results["precision"] = args.precision
+    constraints: dict[str, Callable[[Tensor, Tensor], Tensor]] = {}
     print(f"device {device}, {torch.get_num_threads()} threads, {args.samples} samples x {args.iterations} iterations, "
           f"{args.precision}")
     print("gradient planner: its defaults (restarts 16, 30 Adam steps); floor = the model alone\n")
-    print(f"{'model':<14}{'params':>10}  {'planner':<9}{'H':>3}{'median':>9}{'p95':>9}{'floor':>9}{'overhead':>10}  ms")
+    print(f"{'model':<14}{'params':>10}  {'planner':<9}{'H':>3}{'median':>9}{'p95':>9}{'floor':>9}{'overhead':>10}  ms"
+          + ("  (+g: under guardrails)" if args.guardrails else ""))
     for model_name in args.models:
         latent, hidden, layers = MODELS[model_name]
         if model_name.startswith("jepa"):
             from world_models import JEPAWorldModel, WorldModelConfig
 
             jepa = JEPAWorldModel(WorldModelConfig(obs_dim=4, action_dim=args.action_dim, latent_dim=latent,
-                                                   hidden_dim=hidden, seed=0)).to(device).eval()
+                                                   hidden_dim=hidden, measurement_dims=GUARDRAIL_MEASUREMENTS,
+                                                   seed=0)).to(device).eval()
             model = jepa.rollout
+            if args.guardrails:
+                from agent.guardrails import GuardrailSet
+
+                constraints[model_name] = GuardrailSet(GUARDRAILS, jepa.readout, jepa.readout_keys)
             params = sum(p.numel() for p in jepa.parameters())  # whole world model, target encoder included
         else:
             model = MLPDynamics(latent, args.action_dim, hidden, layers).to(device)
@@ -164,14 +187,17 @@ def main(argv: list[str] | None = None) -> None:
         objective = goal_objective(goal)
         for name in args.planners:
             for horizon in args.horizons:
-                row = bench_cell(name, model, z0, objective, horizon, args, device)
-                row = {"model": model_name, "params": params, "planner": name, "horizon": horizon, **row}
-                results["rows"].append(row)
-                print(
-                    f"{model_name:<14}{params:>10,}  {name:<9}{horizon:>3}{row['median_ms']:>9.1f}{row['p95_ms']:>9.1f}"
-                    f"{row['floor_ms']:>9.1f}{row['overhead_ms']:>10.1f}",
-                    flush=True,
-                )
+                for constraint in (None, constraints.get(model_name)) if model_name in constraints else (None,):
+                    row = bench_cell(name, model, z0, objective, horizon, args, device, constraint)
+                    row = {"model": model_name, "params": params, "planner": name, "horizon": horizon,
+                           "guardrails": constraint is not None, **row}
+                    results["rows"].append(row)
+                    label = name + ("+g" if constraint is not None else "")
+                    print(
+                        f"{model_name:<14}{params:>10,}  {label:<9}{horizon:>3}{row['median_ms']:>9.1f}"
+                        f"{row['p95_ms']:>9.1f}{row['floor_ms']:>9.1f}{row['overhead_ms']:>10.1f}",
+                        flush=True,
+                    )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)

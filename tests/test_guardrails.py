@@ -3,6 +3,8 @@ constraint the planners receive."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -240,3 +242,15 @@ def test_readout_error_calibration_measures_the_models_error_per_step():
         readout_errors(model, runs, horizon=40)
     with pytest.raises(ValueError, match="quantile"):
         readout_errors(model, runs, horizon=5, quantile=1.0)
+
+
+def test_planner_benchmark_times_each_cell_with_and_without_guardrails(tmp_path):
+    """`python -m planners.benchmark --guardrails` reports the planning overhead of hard constraints."""
+    from planners.benchmark import main
+
+    out = tmp_path / "latency.json"
+    main(["--models", "jepa-d8-h128", "--planners", "mppi", "--horizons", "3", "--samples", "64", "--iterations",
+          "1", "--repeats", "2", "--warmup", "1", "--threads", "1", "--guardrails", "--json", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["guardrails"] for r in rows] == [False, True]
+    assert all(r["median_ms"] > 0 and r["horizon"] == 3 for r in rows)

@@ -308,3 +308,20 @@ def test_bfloat16_training_learns_and_keeps_float32_parameters(data):
     assert not _collapsed(logs[-1]), logs[-1]
     with pytest.raises(ValueError, match="train_precision"):
         _cfg(train_precision="float16").validate()
+
+
+def test_grounded_readouts_shape_the_representation(data):
+    """readout_grounding sends the named readout's (variance-relative) error into encoder and predictor:
+    the encodings then differ from the pure-probe run, and a latent too small to keep everything keeps
+    the grounded measurement better on held-out data."""
+    batch = _batch(data, np.random.default_rng(2))
+    _, logs = JEPAWorldModel(_cfg(readout_grounding=["agent_xy"])).loss(*batch)
+    assert logs["loss/grounding"] > 0 and "loss/grounding" not in JEPAWorldModel(_cfg()).loss(*batch)[1]
+    errors = {}
+    for grounding in ([], ["agent_xy"]):
+        model = JEPAWorldModel(_cfg(latent_dim=4, readout_grounding=grounding))
+        _train(data, model, steps=200)
+        errors[bool(grounding)] = _held_out(data, model)[1]
+    assert errors[True] < 0.5 * errors[False], errors
+    with pytest.raises(ValueError, match=r"readout_grounding names \['ee_speed'\]"):
+        JEPAWorldModel(_cfg(readout_grounding=["ee_speed"]))

@@ -59,6 +59,12 @@ class WorldModelConfig:
     # Train the probes on the predictor's latents too (detached: the world model is untouched), so
     # that guardrails reading predicted trajectories see smaller errors than probes fit on real latents.
     readout_on_predicted: bool = True
+    # Grounding: the readouts NAMED here also send their gradient into the encoder and predictor,
+    # with an error relative to the measurement's batch variance (scale-free) times
+    # ``grounding_weight``. For guardrails that read a quantity the JEPA objective alone encodes
+    # poorly (e.g. an end-effector speed), so predicted trajectories carry it. Default: pure probes.
+    readout_grounding: list[str] = field(default_factory=list)
+    grounding_weight: float = 1.0
     norm_min_std: float = 1e-2  # input normaliser: std clamp (constant inputs never divide by ~0)
     norm_clip: float = 10.0     # input normaliser: normalised inputs are clipped to +-norm_clip
     seed: int | None = None     # when set, parameter init uses this seed (global RNG left untouched)
@@ -82,13 +88,20 @@ class WorldModelConfig:
         if not 0.0 < self.rho <= 1.0:
             raise ValueError(f"WorldModelConfig.rho must be in (0, 1], got {self.rho}")
         for name in ("var_weight", "cov_weight", "readout_weight", "one_step_weight", "smooth_weight", "idm_weight",
-                     "temporal_var_weight", "temporal_var_target", "var_target", "lr",
+                     "temporal_var_weight", "temporal_var_target", "var_target", "lr", "grounding_weight",
                      "grad_clip", "norm_min_std", "norm_clip"):
             if getattr(self, name) < 0:
                 raise ValueError(f"WorldModelConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.train_precision not in ("float32", "bfloat16"):
             raise ValueError(f"WorldModelConfig.train_precision must be 'float32' or 'bfloat16', "
                              f"got {self.train_precision!r}")
+        if not isinstance(self.readout_grounding, list) or not all(isinstance(k, str) for k in self.readout_grounding):
+            raise ValueError(f"WorldModelConfig.readout_grounding must be a list of measurement names, "
+                             f"got {self.readout_grounding!r}")
+        unknown = sorted(set(self.readout_grounding) - set(self.measurement_dims))
+        if unknown:
+            raise ValueError(f"WorldModelConfig.readout_grounding names {unknown}, which have no readout head; "
+                             f"measurements: {sorted(self.measurement_dims)}")
         for key, dim in self.measurement_dims.items():
             if not isinstance(dim, int) or dim <= 0:
                 raise ValueError(f"WorldModelConfig.measurement_dims[{key!r}] must be a positive int, got {dim!r}")
@@ -104,6 +117,8 @@ class WorldModelConfig:
         if unknown:
             raise ValueError(f"unknown WorldModelConfig keys {unknown}; known: {sorted(known)}")
         values = dict(data)
+        if "readout_grounding" in values:
+            values["readout_grounding"] = list(values["readout_grounding"])
         if "measurement_dims" in values:
             values["measurement_dims"] = {str(k): int(v) for k, v in values["measurement_dims"].items()}
         return cls(**values)

@@ -17,7 +17,9 @@ Training signal (no rewards, no observation reconstruction):
 - readout probes: one small MLP per measurement, trained with MSE on DETACHED latents (encoded and,
   by default, predicted ones, which are what guardrails read). They are
   probes: their gradient never reaches the encoder, so the representation is shaped by the JEPA
-  objective alone and the probe error honestly measures what the latent already carries.
+  objective alone and the probe error honestly measures what the latent already carries;
+- optional grounding (``readout_grounding``): named readouts whose error, relative to the
+  measurement's variance, does reach encoder and predictor (for what guardrails must read).
 """
 
 from __future__ import annotations
@@ -210,6 +212,10 @@ class JEPAWorldModel(nn.Module):
                 logged[f"readout/{name}_pred"] = term_pred.detach()
         total = total + cfg.readout_weight * readout_loss
         logged["loss/readout"] = readout_loss
+        if measurements and cfg.readout_grounding:
+            grounding = self._grounding_loss(z_all, z_hat, measurements)
+            total = total + cfg.grounding_weight * grounding
+            logged["loss/grounding"] = grounding
         if self.value is not None and goals is not None:
             with torch.no_grad():
                 z_v, z_next_v, z_goal_v = (self.encode(goals[k].to(dev, torch.float32))
@@ -225,6 +231,21 @@ class JEPAWorldModel(nn.Module):
         if diagnostics:
             logs.update(collapse_diagnostics(flat))
         return total, logs
+
+    def _grounding_loss(self, z_all: Tensor, z_hat: Tensor, measurements: dict[str, Tensor]) -> Tensor:
+        """Readout error of the grounded measurements on encoded and predicted latents, WITH gradient
+        into the model, each relative to the measurement's variance over the batch (scale-free)."""
+        loss = z_all.new_zeros(())
+        for name in self.cfg.readout_grounding:
+            if name not in measurements:
+                raise ValueError(f"readout_grounding needs measurement {name!r}, which the batch lacks")
+            m = measurements[name].to(z_all.device, torch.float32)
+            scale = m.reshape(-1, m.shape[-1]).var(0).sum().clamp_min(1e-6)
+            head = self.readout_heads[name]
+            encoded = (head(z_all) - m).pow(2).sum(-1).mean()
+            predicted = (head(z_hat) - m[:, 1:]).pow(2).sum(-1).mean()
+            loss = loss + (encoded + predicted) / scale
+        return loss
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
