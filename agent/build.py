@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Any
 
 import gymnasium as gym
@@ -12,7 +13,7 @@ import torch
 import envs
 from agent.actor import MPCActor
 from agent.cost import PENALTY_TERM, VALUE_TERM, CostModule
-from agent.guardrails import GuardrailSet
+from agent.guardrails import GuardrailSet, make_guardrail
 from agent.launch import LaunchConfig
 from planners.registry import make_planner
 from world_models.config import WorldModelConfig
@@ -50,8 +51,13 @@ def world_model_config(cfg: LaunchConfig, obs_shape: tuple[int, ...], action_dim
 
 
 def make_guardrails(cfg: LaunchConfig, model: JEPAWorldModel) -> GuardrailSet | None:
-    """The launch file's guardrails over the model's readout heads (None when there are none)."""
-    return GuardrailSet(cfg.guardrails, model.readout, model.readout_keys) if cfg.guardrails else None
+    """The launch file's guardrails over the model's readout heads (None when there are none). Only the
+    heads the guardrails read are evaluated: the constraint runs on every candidate of every iteration."""
+    if not cfg.guardrails:
+        return None
+    guardrails = [make_guardrail(g) for g in cfg.guardrails]
+    keys = tuple(sorted({k for g in guardrails for k in g.measurement_keys()}))
+    return GuardrailSet(guardrails, partial(model.readout, keys=keys), model.readout_keys)
 
 
 def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device: torch.device,

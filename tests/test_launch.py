@@ -153,6 +153,10 @@ def test_shipped_launch_files_load_and_build(path):
     actor = make_actor(cfg, model, action_dim, torch.device("cpu"))
     assert actor.planner.horizon == cfg.planner.params.get("horizon", actor.planner.horizon)
     assert env.unwrapped.goal_conditioned, "issue-3 launch files are goal-reaching tasks"
+    if actor.guardrails is not None:  # the constraint reads only the heads its guardrails need
+        needed = {k for g in actor.guardrails.guardrails for k in g.measurement_keys()}
+        assert set(actor.guardrails.readout(torch.zeros(3, model.cfg.latent_dim))) == needed
+        assert needed < set(model.readout_keys)
     env.close()
 
 

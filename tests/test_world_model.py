@@ -115,6 +115,9 @@ def test_shapes_and_latent_normalisation():
     torch.testing.assert_close(z_next, z[:, 0], atol=1e-3, rtol=0)
     assert model.rollout(z[:, 0], torch.zeros(5, 7, 2)).shape == (5, 7, 8)
     assert model.readout(z)["agent_xy"].shape == (5, 3, 2) and model.readout_keys == ("agent_xy",)
+    assert list(model.readout(z, keys=["agent_xy"])) == ["agent_xy"] and model.readout(z, keys=()) == {}
+    with pytest.raises(KeyError, match="no readout head for \\['ee_pos'\\]"):
+        model.readout(z, keys=["ee_pos"])
     with pytest.raises(ValueError, match="obs_dim=4"):
         model.encode(torch.randn(2, 5))
     with pytest.raises(ValueError, match="actions"):

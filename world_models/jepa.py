@@ -120,9 +120,15 @@ class JEPAWorldModel(nn.Module):
         """Names of the measurements the readout probes predict."""
         return tuple(self.readout_heads.keys())
 
-    def readout(self, z: Tensor) -> dict[str, Tensor]:
-        """Named measurements predicted from latents z [..., D] -> {name: [..., k]}."""
-        return {name: head(z) for name, head in self.readout_heads.items()}
+    def readout(self, z: Tensor, keys: tuple[str, ...] | list[str] | None = None) -> dict[str, Tensor]:
+        """Named measurements predicted from latents z [..., D] -> {name: [..., k]} (only ``keys`` when given:
+        a planner's constraint reads a few of them on every candidate)."""
+        if keys is None:
+            return {name: head(z) for name, head in self.readout_heads.items()}
+        unknown = sorted(set(keys) - set(self.readout_heads))
+        if unknown:
+            raise KeyError(f"no readout head for {unknown}; the world model reads out {sorted(self.readout_heads)}")
+        return {name: self.readout_heads[name](z) for name in keys}
 
     # ----- training --------------------------------------------------------------------------
     def cost_to_go(self, z: Tensor, z_goal: Tensor) -> Tensor:
