@@ -12,7 +12,8 @@ TD-MPC2's smallest model). Each call is timed in MPC fashion (plan, shift(1), pl
 ``--guardrails`` (JEPA models only) adds, for each cell, the same plan under the guardrails of
 ``launch/armreach-safe.yaml`` (a keep-out disc and a speed limit in a zone, read out from every
 predicted latent by the model's readout heads): the planning overhead of hard constraints at
-the same budget.
+the same budget. ``--clock cpu`` times this thread's CPU time instead of wall time (CPU, one
+thread): on a machine shared with other jobs it measures the work, not the waiting.
 
 ``floor`` is the model alone: the same dynamics + objective calls (same batch sizes, with the
 backward pass for the gradient planner) replayed without the planner; ``overhead`` = median -
@@ -108,18 +109,19 @@ def bench_cell(name, model, z0, objective, horizon, args, device, constraint=Non
         planner.plan(z0, recorder, objective, constraint)
         planner.shift(1)
     calls, generator = list(recorder.calls), torch.Generator(device=device).manual_seed(0)
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     floor_model = with_precision(model, args.precision, device)
     times, floors = [], []
     for _ in range(args.repeats):  # interleaved, so slow spells of a shared machine hit both alike
         _sync(device)
-        start = time.perf_counter()
+        start = clock()
         planner.plan(z0, model, objective, constraint)
         _sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
+        times.append((clock() - start) * 1e3)
         planner.shift(1)
         batches = [torch.rand(n, horizon, args.action_dim, generator=generator, device=device) for n, _ in calls]
         _sync(device)
-        start = time.perf_counter()
+        start = clock()
         for actions, (_, grad) in zip(batches, calls, strict=True):
             with torch.set_grad_enabled(grad):
                 actions.requires_grad_(grad)
@@ -127,7 +129,7 @@ def bench_cell(name, model, z0, objective, horizon, args, device, constraint=Non
                 if grad:
                     torch.autograd.grad(cost.sum(), [actions])
         _sync(device)
-        floors.append((time.perf_counter() - start) * 1e3)
+        floors.append((clock() - start) * 1e3)
     median, floor = statistics.median(times), statistics.median(floors)
     return {"median_ms": median, "p95_ms": _percentile(times, 0.95), "floor_ms": floor, "overhead_ms": median - floor}
 
@@ -146,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                        help="cpu: this thread's CPU time (CPU device, --threads 1): steadier on a shared machine")
     parser.add_argument("--guardrails", action="store_true",
                         help="JEPA models: also time each cell under launch/armreach-safe.yaml's guardrails")
     parser.add_argument("--json", default=None, help="also write the results to this file")
@@ -153,6 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     from agent.device import resolve_device
 
     device = resolve_device(args.device)
+    if args.clock == "cpu" and (device.type != "cpu" or args.threads != 1):
+        parser.error("--clock cpu times one thread: use it with a CPU device and --threads 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
