@@ -13,7 +13,7 @@ import torch
 import envs
 from agent.actor import MPCActor
 from agent.cost import PENALTY_TERM, VALUE_TERM, CostModule
-from agent.guardrails import GuardrailSet, make_guardrail
+from agent.guardrails import GuardrailSet
 from agent.launch import LaunchConfig
 from planners.registry import make_planner
 from world_models.config import WorldModelConfig
@@ -55,9 +55,9 @@ def make_guardrails(cfg: LaunchConfig, model: JEPAWorldModel) -> GuardrailSet | 
     heads the guardrails read are evaluated: the constraint runs on every candidate of every iteration."""
     if not cfg.guardrails:
         return None
-    guardrails = [make_guardrail(g) for g in cfg.guardrails]
-    keys = tuple(sorted({k for g in guardrails for k in g.measurement_keys()}))
-    return GuardrailSet(guardrails, partial(model.readout, keys=keys), model.readout_keys)
+    rails = GuardrailSet(cfg.guardrails, model.readout, model.readout_keys)
+    rails.readout = partial(model.readout, keys=rails.measurement_keys)
+    return rails
 
 
 def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device: torch.device,

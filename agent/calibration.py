@@ -85,7 +85,7 @@ def calibrate(env: gym.Env, actor: MPCActor, episodes: int, quantile: float = 0.
     """Readout-error bounds for the measurements the actor's guardrails use, over its horizon."""
     if actor.guardrails is None:
         raise ValueError("calibration widens guardrails: the actor has none")
-    keys = sorted({k for g in actor.guardrails.guardrails for k in g.measurement_keys()})
+    keys = list(actor.guardrails.measurement_keys)
     saved, actor.guardrails.errors = actor.guardrails.errors, {}
     try:
         runs = collect(env, actor, episodes, seed)

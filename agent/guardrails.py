@@ -293,7 +293,9 @@ class GuardrailSet:
         self.guardrails = [make_guardrail(g) for g in guardrails]
         if not self.guardrails:
             raise ValueError("a GuardrailSet needs at least one guardrail")
-        missing = sorted({k for g in self.guardrails for k in g.measurement_keys()} - set(readout_keys))
+        # the measurements these guardrails read, so a readout can skip the others
+        self.measurement_keys = tuple(sorted({k for g in self.guardrails for k in g.measurement_keys()}))
+        missing = sorted(set(self.measurement_keys) - set(readout_keys))
         if missing:
             raise ValueError(f"guardrail measurement(s) {missing} have no readout head; "
                              f"the world model reads out {sorted(readout_keys)}")

@@ -164,7 +164,6 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     results = {"device": str(device), "threads": torch.get_num_threads(), "models": {}, "rows": []}
     results["precision"] = args.precision
-    constraints: dict[str, Callable[[Tensor, Tensor], Tensor]] = {}
     print(f"device {device}, {torch.get_num_threads()} threads, {args.samples} samples x {args.iterations} iterations, "
           f"{args.precision}")
     print("gradient planner: its defaults (restarts 16, 30 Adam steps); floor = the model alone\n")
@@ -172,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
           + ("  (+g: under guardrails)" if args.guardrails else ""))
     for model_name in args.models:
         latent, hidden, layers = MODELS[model_name]
+        rails = None  # the guardrails' constraint, for JEPA models with --guardrails
         if model_name.startswith("jepa"):
             from world_models import JEPAWorldModel, WorldModelConfig
 
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.guardrails:
                 from agent.guardrails import GuardrailSet
 
-                constraints[model_name] = GuardrailSet(GUARDRAILS, jepa.readout, jepa.readout_keys)
+                rails = GuardrailSet(GUARDRAILS, jepa.readout, jepa.readout_keys)
             params = sum(p.numel() for p in jepa.parameters())  # whole world model, target encoder included
         else:
             model = MLPDynamics(latent, args.action_dim, hidden, layers).to(device)
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         objective = goal_objective(goal)
         for name in args.planners:
             for horizon in args.horizons:
-                for constraint in (None, constraints.get(model_name)) if model_name in constraints else (None,):
+                for constraint in (None, rails) if rails is not None else (None,):
                     row = bench_cell(name, model, z0, objective, horizon, args, device, constraint)
                     row = {"model": model_name, "params": params, "planner": name, "horizon": horizon,
                            "guardrails": constraint is not None, **row}
