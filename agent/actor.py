@@ -26,6 +26,12 @@ from planners.base import Plan, Planner
 from world_models.jepa import JEPAWorldModel
 
 
+def episode_goal(env: Any, actor: MPCActor) -> Any:
+    """The goal observation the actor plans toward this episode, or None on a reward task (the
+    actor's cost has no goal term): what ``actor.reset`` takes after ``env.reset``."""
+    return env.unwrapped.goal_observation() if actor.cost.needs_goal else None
+
+
 class MPCActor:
     """Encode, plan toward the goal latent, execute the first ``replan_every`` actions, repeat."""
 
@@ -50,11 +56,15 @@ class MPCActor:
         return torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
 
     @torch.no_grad()
-    def reset(self, goal_obs: Any) -> None:
-        """Start an episode toward ``goal_obs`` (what the observation would be at the goal)."""
+    def reset(self, goal_obs: Any = None) -> None:
+        """Start an episode toward ``goal_obs`` (what the observation would be at the goal); reward
+        tasks, whose cost measures no goal, pass none."""
+        if goal_obs is None and self.cost.needs_goal:
+            raise ValueError(f"the cost {self.cost.weights} measures toward a goal: reset needs the goal observation")
         self.planner.reset()
         self.memory.clear()
-        self.cost.set_goal(self.model.encode(self._tensor(goal_obs)))
+        if goal_obs is not None:
+            self.cost.set_goal(self.model.encode(self._tensor(goal_obs)))
         self._queue = []
         self.last_plan = None
         self.predicted_violation = None

@@ -12,7 +12,7 @@ import torch
 
 import envs
 from agent.actor import MPCActor
-from agent.cost import PENALTY_TERM, VALUE_TERM, CostModule
+from agent.cost import CRITIC_TERM, PENALTY_TERM, TASK_TERM, VALUE_TERM, CostModule
 from agent.guardrails import GuardrailSet
 from agent.launch import LaunchConfig
 from planners.registry import make_planner
@@ -79,9 +79,16 @@ def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device
     if weights.get(VALUE_TERM, 0) > 0 and model.value is None:
         raise ValueError(f"cost term {VALUE_TERM!r} needs a learned value: set world_model.value_hidden > 0 "
                          f"when training")
+    if {TASK_TERM, CRITIC_TERM} & {k for k, w in weights.items() if w > 0} and model.task is None:
+        raise ValueError(f"cost terms {TASK_TERM!r} and {CRITIC_TERM!r} need a reward head and critic: set "
+                         f"world_model.reward_hidden > 0 when training")
     cost = CostModule(weights)
+    if cost.needs_goal and env is not None and not env.unwrapped.goal_conditioned:
+        raise ValueError(f"the cost {dict(cost.weights)} measures toward a goal, but {cfg.env.id} is not "
+                         f"goal-conditioned: a reward task plans with cost {{task: 1, critic: 1}}")
     cost.penalty = guardrails
     if model.value is not None:
         cost.value = model.cost_to_go
+    cost.task = model.task
     return MPCActor(model, plan, cost, replan_every=cfg.training.replan_every, device=device,
                     guardrails=None if soft else guardrails, fallback=fallback)

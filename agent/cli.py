@@ -138,9 +138,12 @@ def _load_actor(args: argparse.Namespace):
 
         if args.calibrate < 0:
             raise ValueError(f"--calibrate must be >= 0 episodes, got {args.calibrate}")
-        errors = calibrate(env, actor, args.calibrate, quantile=args.quantile, seed=args.seed)
+        counts: dict[str, list[int]] = {}
+        errors = calibrate(env, actor, args.calibrate, quantile=args.quantile, seed=args.seed,
+                           near=args.calibrate_near, counts=counts)
         actor.guardrails.errors = errors
         calibration = {"calibration_episodes": args.calibrate, "quantile": args.quantile,
+                       "calibration_near": args.calibrate_near, "calibration_samples": counts,
                        "readout_error_bound": {k: [round(float(x), 5) for x in v] for k, v in errors.items()}}
     return cfg, env, actor, calibration
 
@@ -150,7 +153,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     cfg, env, actor, calibration = _load_actor(args)
     result = {"task": cfg.env.id, "planner": args.planner or cfg.planner.name,
-              **evaluate(env, actor, args.episodes, seed=args.seed), **calibration}
+              **evaluate(env, actor, args.episodes, seed=args.seed, per_episode=args.per_episode), **calibration}
     print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
     return 0
 
@@ -188,6 +191,9 @@ def _add_agent_args(p: argparse.ArgumentParser) -> None:
                    help="first run N calibration episodes (own seeds) and widen the guardrails by the "
                         "model's readout error at each predicted step")
     p.add_argument("--quantile", type=float, default=0.99, help="error quantile used by --calibrate")
+    p.add_argument("--calibrate-near", type=float, default=None, metavar="R",
+                   help="with --calibrate: measure the error only on states whose true measurements lie "
+                        "within R of a guardrail's zone, where an error can cause a violation")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval = sub.add_parser("eval", help="evaluate a checkpoint on fixed evaluation seeds", parents=[threads])
     _add_agent_args(p_eval)
     p_eval.add_argument("--json", action="store_true", help="print one JSON object")
+    p_eval.add_argument("--per-episode", action="store_true",
+                        help="also list each episode (seed, success, length, violations, fallbacks, ...)")
     p_eval.set_defaults(func=cmd_eval)
 
     p_rec = sub.add_parser("record", help="write an MP4 of evaluation episodes with the plan drawn in",

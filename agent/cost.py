@@ -14,6 +14,7 @@ added to the cost with a weight (``LaunchConfig.guardrail_mode = "soft"``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -43,7 +44,12 @@ COST_TERMS: dict[str, CostTerm] = {
 }
 PENALTY_TERM = "guardrail_penalty"  # needs a penalty callable: see CostModule.penalty
 VALUE_TERM = "cost_to_go"  # needs the world model's learned cost-to-go: see CostModule.value
-TERM_NAMES = (*COST_TERMS, PENALTY_TERM, VALUE_TERM)
+# Reward tasks (issue 4), from the world model's TaskHeads (see CostModule.task): "task" is the
+# predicted discounted reward over the plan, negated; "critic" the critic's value of the last
+# predicted latent, discounted by gamma^H and negated (the return beyond the horizon).
+TASK_TERM, CRITIC_TERM = "task", "critic"
+TERM_NAMES = (*COST_TERMS, PENALTY_TERM, VALUE_TERM, TASK_TERM, CRITIC_TERM)
+GOAL_TERMS = (*COST_TERMS.keys() - {"action"}, VALUE_TERM)  # the terms that measure toward a goal
 
 
 class CostModule:
@@ -70,6 +76,13 @@ class CostModule:
         # (z [N, D], z_goal [D]) -> steps [N], e.g. JEPAWorldModel.cost_to_go; the cost_to_go term scores
         # the last predicted latent with it (the critic's value beyond the planning horizon)
         self.value: Callable[[Tensor, Tensor], Tensor] | None = None
+        # reward tasks: world_models.task.TaskHeads (reward head + critic), for the task/critic terms
+        self.task: Any = None
+
+    @property
+    def needs_goal(self) -> bool:
+        """Whether an active term measures toward a goal latent (goal tasks) or none does (reward tasks)."""
+        return any(name in GOAL_TERMS for name in self.active)
 
     def set_goal(self, z_goal: Tensor) -> None:
         """Set the goal latent ``[D]`` (a ``[1, D]`` tensor is accepted and squeezed)."""
@@ -82,14 +95,19 @@ class CostModule:
         self.z_goal = z_goal.detach()
 
     def __call__(self, z: Tensor, actions: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        if self.z_goal is None:
+        if self.needs_goal and self.z_goal is None:
             raise RuntimeError("CostModule called before set_goal(z_goal): no goal latent to measure against")
         if z.ndim != 3 or actions.ndim != 3 or z.shape[:2] != actions.shape[:2]:
             raise ValueError(f"expected z [N, H, D] and actions [N, H, A] with equal N, H; "
                              f"got {list(z.shape)} and {list(actions.shape)}")
-        if z.shape[-1] != self.z_goal.shape[-1]:
-            raise ValueError(f"latent dim {z.shape[-1]} does not match the goal's {self.z_goal.shape[-1]}")
-        z_goal = self.z_goal.to(device=z.device, dtype=z.dtype)
+        z_goal = None
+        if self.needs_goal:
+            if z.shape[-1] != self.z_goal.shape[-1]:
+                raise ValueError(f"latent dim {z.shape[-1]} does not match the goal's {self.z_goal.shape[-1]}")
+            z_goal = self.z_goal.to(device=z.device, dtype=z.dtype)
+        if {TASK_TERM, CRITIC_TERM} & set(self.active) and self.task is None:
+            raise RuntimeError(f"cost terms {TASK_TERM!r} and {CRITIC_TERM!r} need a world model with a reward head "
+                               f"and critic (reward_hidden > 0)")
         if PENALTY_TERM in self.active and self.penalty is None:
             raise RuntimeError(f"cost term {PENALTY_TERM!r} has no penalty to add (no guardrails given)")
         if VALUE_TERM in self.active and self.value is None:
@@ -100,6 +118,11 @@ class CostModule:
                 terms[name] = self.penalty(z, actions)
             elif name == VALUE_TERM:
                 terms[name] = self.value(z[:, -1], z_goal).to(z.dtype)
+            elif name == TASK_TERM:
+                discount = self.task.gamma ** torch.arange(z.shape[1], device=z.device, dtype=z.dtype)
+                terms[name] = -(self.task.reward(z, actions) * discount).sum(-1).to(z.dtype)
+            elif name == CRITIC_TERM:
+                terms[name] = -(self.task.gamma ** z.shape[1] * self.task.value(z[:, -1])).to(z.dtype)
             else:
                 terms[name] = COST_TERMS[name](z, actions, z_goal)
         total = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)

@@ -16,7 +16,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agent.actor import MPCActor
+from agent.actor import MPCActor, episode_goal
 
 EVAL_SEED_BASE = 1_000_000  # training episodes are seeded below this, evaluation at and above
 # Per step, with guardrails: the model's predicted violation of the executed action vs the
@@ -29,7 +29,8 @@ def run_episode(env: gym.Env, actor: MPCActor, seed: int,
                 on_step: Callable[[gym.Env, MPCActor, dict], None] | None = None) -> dict[str, Any]:
     """One episode; ``on_step`` (e.g. a video recorder) is called after reset and every step."""
     obs, info = env.reset(seed=seed)
-    actor.reset(env.unwrapped.goal_observation())
+    actor.reset(episode_goal(env, actor))
+    fallbacks = actor.fallbacks
     if on_step:
         on_step(env, actor, info)
     total, steps, violations, reached = 0.0, 0, 0, bool(info.get("success", False))
@@ -47,16 +48,19 @@ def run_episode(env: gym.Env, actor: MPCActor, seed: int,
         reached = reached or bool(info.get("success", False))
         if on_step:
             on_step(env, actor, info)
-    result = {"return": total, "length": steps, "violations": violations, "success": bool(info.get("success", False)),
-              "success_any": reached, "confusion": confusion}
+    result = {"seed": seed, "return": total, "length": steps, "violations": violations,
+              "success": bool(info.get("success", False)), "success_any": reached,
+              "fallbacks": actor.fallbacks - fallbacks, "confusion": confusion}
     if "goal_distance" in info.get("measurements", {}):
         result["final_goal_distance"] = float(info["measurements"]["goal_distance"][0])
     return result
 
 
 def evaluate(env: gym.Env, actor: MPCActor, episodes: int, seed: int = 0,
-             on_step: Callable[[gym.Env, MPCActor, dict], None] | None = None) -> dict[str, Any]:
-    """Run ``episodes`` episodes with seeds ``EVAL_SEED_BASE + seed * 10_000 + i`` and summarise."""
+             on_step: Callable[[gym.Env, MPCActor, dict], None] | None = None,
+             per_episode: bool = False) -> dict[str, Any]:
+    """Run ``episodes`` episodes with seeds ``EVAL_SEED_BASE + seed * 10_000 + i`` and summarise
+    (with ``per_episode``, also each episode's own record under ``"per_episode"``)."""
     actor.reset_stats()
     runs = [run_episode(env, actor, EVAL_SEED_BASE + seed * 10_000 + i, on_step) for i in range(episodes)]
     returns = np.array([r["return"] for r in runs])
@@ -78,4 +82,6 @@ def evaluate(env: gym.Env, actor: MPCActor, episodes: int, seed: int = 0,
         summary["confusion"] = {k: sum(r["confusion"][k] for r in runs) for k in CONFUSION_KEYS}
     if all("final_goal_distance" in r for r in runs):
         summary["final_goal_distance_mean"] = float(np.mean([r["final_goal_distance"] for r in runs]))
+    if per_episode:
+        summary["per_episode"] = runs
     return summary

@@ -95,6 +95,12 @@ class Guardrail:
     def measurement_keys(self) -> tuple[str, ...]:
         return ()
 
+    def region_distance(self, m: dict[str, Tensor]) -> Tensor | None:
+        """How far the true measurements ``m`` ({key: [..., k]}) lie from where this guardrail
+        can be violated ([...], 0 inside), or None when it can be violated anywhere.
+        Calibration near the region (``agent.calibration``) uses it."""
+        return None
+
     def violation(self, m: dict[str, Tensor], actions: Tensor, last_action: Tensor | None,
                   err: Errors) -> Tensor:
         raise NotImplementedError
@@ -128,6 +134,10 @@ class KeepOut(Guardrail):
     def measurement_keys(self) -> tuple[str, ...]:
         return (self.key,)
 
+    def region_distance(self, m: dict[str, Tensor]) -> Tensor:
+        p = _point(m, self.key, len(self.center))
+        return torch.relu(torch.linalg.vector_norm(p - p.new_tensor(self.center), dim=-1) - self.radius)
+
     def violation(self, m: dict[str, Tensor], actions: Tensor, last_action: Tensor | None,
                   err: Errors) -> Tensor:
         p = _point(m, self.key, len(self.center))
@@ -155,6 +165,11 @@ class KeepOutBox(Guardrail):
 
     def measurement_keys(self) -> tuple[str, ...]:
         return (self.key,)
+
+    def region_distance(self, m: dict[str, Tensor]) -> Tensor:
+        p = _point(m, self.key, len(self.low))
+        outside = torch.maximum(p.new_tensor(self.low) - p, p - p.new_tensor(self.high))
+        return torch.linalg.vector_norm(torch.relu(outside), dim=-1)
 
     def violation(self, m: dict[str, Tensor], actions: Tensor, last_action: Tensor | None,
                   err: Errors) -> Tensor:
@@ -186,6 +201,10 @@ class SpeedLimitInZone(Guardrail):
 
     def measurement_keys(self) -> tuple[str, ...]:
         return (self.speed_key, self.position_key)
+
+    def region_distance(self, m: dict[str, Tensor]) -> Tensor:
+        p = _point(m, self.position_key, len(self.center))
+        return torch.relu(torch.linalg.vector_norm(p - p.new_tensor(self.center), dim=-1) - self.radius)
 
     def violation(self, m: dict[str, Tensor], actions: Tensor, last_action: Tensor | None,
                   err: Errors) -> Tensor:
@@ -302,6 +321,26 @@ class GuardrailSet:
         self.readout = readout
         self.last_action: Tensor | None = None
         self.errors: Errors = {}
+
+    def near(self, m: dict[str, Tensor], radius: float) -> dict[str, Tensor | None]:
+        """{measurement: mask [...]} of the true measurements ``m`` lying within ``radius`` of a
+        region where a guardrail reading that measurement can be violated (None: everywhere).
+
+        Only there can a readout error turn "predicted safe" into a violation, so calibrating
+        the error on those samples alone still bounds the case that matters."""
+        out: dict[str, Tensor | None] = {}
+        for key in self.measurement_keys:
+            masks = []
+            for g in self.guardrails:
+                if key not in g.measurement_keys():
+                    continue
+                distance = g.region_distance(m)
+                if distance is None:
+                    masks = None
+                    break
+                masks.append(distance <= radius)
+            out[key] = None if masks is None else torch.stack(masks).any(0)
+        return out
 
     def per_guardrail(self, z: Tensor, actions: Tensor) -> dict[str, Tensor]:
         """{"<i>:<type>": violation [N, H]} for latents z [N, H, D] and actions [N, H, A]."""

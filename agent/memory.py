@@ -6,6 +6,10 @@ of ``T`` actions occupies ``T + 1`` slots (one per observation; the action store
 taken *from* that observation, the last slot's action is unused padding). ``capacity`` counts slots.
 When a new episode does not fit, whole oldest episodes are evicted (FIFO), never parts of them, so
 every stored window is a real, contiguous piece of one episode.
+
+Each slot also keeps the reward of its action and whether that action ended the episode by
+termination (a terminal state: no bootstrapping past it), as opposed to a time-limit truncation
+(bootstrapping continues). Goal tasks store zeros there; reward tasks (issue 4) learn from them.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 _META_KEYS = ("episode_starts", "episode_lengths", "capacity", "counters")
+_STEP_KEYS = ("rewards", "terminals")  # optional in saved states: checkpoints from before they existed
 
 
 def _as_numpy(value: Any) -> np.ndarray:
@@ -44,6 +49,8 @@ class EpisodeReplay:
                 raise ValueError(f"measurement {name!r}: need a dimension >= 1 and a name without '/', got {k}")
         self._obs = np.zeros((self.capacity, *self.obs_shape), dtype=self.obs_dtype)
         self._actions = np.zeros((self.capacity, self.action_dim), dtype=np.float32)
+        self._rewards = np.zeros(self.capacity, dtype=np.float32)  # reward of the action taken from a slot
+        self._terminals = np.zeros(self.capacity, dtype=bool)  # that action reached a terminal state
         self._meas = {n: np.zeros((self.capacity, k), dtype=np.float32) for n, k in self.measurement_dims.items()}
         self._clear_index()
 
@@ -73,8 +80,11 @@ class EpisodeReplay:
 
     # ------------------------------------------------------------------ writing
     def add_episode(self, obs: np.ndarray, actions: np.ndarray,
-                    measurements: dict[str, np.ndarray] | None = None) -> None:
-        """Append one episode: obs ``[T+1, *obs_shape]``, actions ``[T, A]``, measurements ``{name: [T+1, k]}``."""
+                    measurements: dict[str, np.ndarray] | None = None, rewards: np.ndarray | None = None,
+                    terminated: bool = False) -> None:
+        """Append one episode: obs ``[T+1, *obs_shape]``, actions ``[T, A]``, measurements ``{name: [T+1, k]}``,
+        rewards ``[T]`` (zeros when None); ``terminated``: the last action reached a terminal state
+        (False for a time-limit truncation)."""
         obs = np.asarray(obs)
         actions = np.asarray(actions)
         if actions.ndim != 2 or actions.shape[1] != self.action_dim or actions.shape[0] < 1:
@@ -89,6 +99,10 @@ class EpisodeReplay:
             raise ValueError("actions: contains NaN or inf")
         if obs.dtype.kind == "f" and not np.all(np.isfinite(obs)):
             raise ValueError("obs: contains NaN or inf")
+        rewards = np.zeros(steps, np.float32) if rewards is None else np.asarray(rewards, dtype=np.float32)
+        if rewards.shape != (steps,) or not np.all(np.isfinite(rewards)):
+            raise ValueError(f"rewards: expected {steps} finite values (one per action), "
+                             f"got shape {list(rewards.shape)}")
         measurements = measurements or {}
         unknown = sorted(set(measurements) - set(self.measurement_dims))
         missing = sorted(set(self.measurement_dims) - set(measurements))
@@ -113,6 +127,10 @@ class EpisodeReplay:
         self._obs[slots] = obs
         self._actions[slots[:-1]] = actions
         self._actions[slots[-1]] = 0.0
+        self._rewards[slots[:-1]] = rewards
+        self._rewards[slots[-1]] = 0.0
+        self._terminals[slots] = False
+        self._terminals[slots[-2]] = bool(terminated)
         for name, value in meas.items():
             self._meas[name][slots] = value
         self._episodes.append((start, n))
@@ -128,8 +146,9 @@ class EpisodeReplay:
         """Windows of ``seq_len`` actions and ``seq_len + 1`` observations, uniform over all valid windows.
 
         A window never crosses an episode boundary; episodes with fewer than ``seq_len`` actions are
-        never sampled from. Returns ``{"obs": [B, L+1, ...], "actions": [B, L, A],
-        "measurements": {name: [B, L+1, k]}}`` with obs in the storage dtype, the rest float32.
+        never sampled from. Returns ``{"obs": [B, L+1, ...], "actions": [B, L, A], "rewards": [B, L],
+        "terminals": [B, L] bool, "measurements": {name: [B, L+1, k]}}`` with obs in the storage dtype,
+        the rest float32.
         """
         if int(batch_size) < 1 or int(seq_len) < 1:
             raise ValueError(f"batch_size and seq_len must be >= 1, got {batch_size!r}, {seq_len!r}")
@@ -150,6 +169,8 @@ class EpisodeReplay:
         return {
             "obs": self._obs[slots],
             "actions": self._actions[slots[:, :-1]],
+            "rewards": self._rewards[slots[:, :-1]],
+            "terminals": self._terminals[slots[:, :-1]],
             "measurements": {name: arr[slots] for name, arr in self._meas.items()},
         }
 
@@ -194,6 +215,8 @@ class EpisodeReplay:
         state = {
             "obs": np.ascontiguousarray(self._obs[slots]),
             "actions": np.ascontiguousarray(self._actions[slots]),
+            "rewards": np.ascontiguousarray(self._rewards[slots]),
+            "terminals": np.ascontiguousarray(self._terminals[slots]).astype(np.uint8),
             "episode_starts": (np.cumsum(lengths) - lengths).astype(np.int64),
             "episode_lengths": lengths,
             "capacity": np.array([self.capacity], dtype=np.int64),
@@ -206,7 +229,7 @@ class EpisodeReplay:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict` output (numpy arrays or torch tensors); validates everything first."""
         expected = {"obs", "actions", *_META_KEYS} | {f"meas/{n}" for n in self.measurement_dims}
-        missing, unknown = sorted(expected - set(state)), sorted(set(state) - expected)
+        missing, unknown = sorted(expected - set(state)), sorted(set(state) - expected - set(_STEP_KEYS))
         if missing or unknown:
             raise ValueError(f"replay state: missing keys {missing}, unknown keys {unknown}")
         arrs = {k: _as_numpy(v) for k, v in state.items()}
@@ -223,6 +246,7 @@ class EpisodeReplay:
             raise ValueError(f"replay state: {used} slots exceed capacity {self.capacity}")
         checks = {"obs": ((used, *self.obs_shape), self.obs_dtype), "actions": ((used, self.action_dim), np.float32)}
         checks.update({f"meas/{n}": ((used, k), np.float32) for n, k in self.measurement_dims.items()})
+        checks.update({k: ((used,), dt) for k, dt in zip(_STEP_KEYS, (np.float32, np.uint8), strict=True) if k in arrs})
         for key, (shape, dtype) in checks.items():
             if arrs[key].shape != shape or arrs[key].dtype != np.dtype(dtype):
                 raise ValueError(f"replay state[{key!r}]: expected {np.dtype(dtype)} {list(shape)}, "
@@ -233,6 +257,12 @@ class EpisodeReplay:
         self._clear_index()
         self._obs[:used] = arrs["obs"]
         self._actions[:used] = arrs["actions"]
+        self._rewards[:] = 0.0
+        self._terminals[:] = False
+        if "rewards" in arrs:
+            self._rewards[:used] = arrs["rewards"]
+        if "terminals" in arrs:
+            self._terminals[:used] = arrs["terminals"].astype(bool)
         for name in self.measurement_dims:
             self._meas[name][:used] = arrs[f"meas/{name}"]
         self._episodes.extend((int(s), int(n)) for s, n in zip(starts, lengths, strict=True))

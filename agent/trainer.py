@@ -19,6 +19,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from agent.actor import episode_goal
 from agent.build import env_dims, make_actor, make_env, world_model_config
 from agent.checkpoint import checkpoint_dir, latest_checkpoint
 from agent.device import resolve_device, seed_everything
@@ -88,8 +89,12 @@ class Trainer:
             sampled = self.replay.sample_goals(self.cfg.training.batch_size, self.rng, self.wm_cfg.value_p_current,
                                                self.wm_cfg.value_p_future)
             goals = {k: torch.as_tensor(v, device=self.device) for k, v in sampled.items()}  # the loss casts
+        task = {}
+        if self.model.task is not None:  # reward tasks: the reward head and critic learn from the rewards
+            task = {"rewards": tensor(batch["rewards"]),
+                    "terminals": torch.as_tensor(batch["terminals"], device=self.device)}
         metrics = self.model.train_step(self.optim, tensor(batch["obs"]), tensor(batch["actions"]), measurements,
-                                        diagnostics=diagnose, goals=goals)
+                                        diagnostics=diagnose, goals=goals, **task)
         if diagnose:
             self._diagnostics = {k: v for k, v in metrics.items() if k.startswith("latent/")}
         self.model.eval()
@@ -128,8 +133,8 @@ class Trainer:
         # Training episodes are seeded below EVAL_SEED_BASE, evaluation episodes at or above it.
         obs, info = self.env.reset(seed=(self.cfg.seed * 100_003 + self.episode) % EVAL_SEED_BASE)
         if not seeding:
-            self.actor.reset(self.env.unwrapped.goal_observation())
-        observations, actions = [obs], []
+            self.actor.reset(episode_goal(self.env, self.actor))
+        observations, actions, rewards = [obs], [], []
         measurements = {k: [v] for k, v in info.get("measurements", {}).items()}
         terminated = truncated = False
         total, success, metrics = 0.0, False, {}
@@ -145,6 +150,7 @@ class Trainer:
             obs, reward, terminated, truncated, info = self.env.step(action)
             observations.append(obs)
             actions.append(action)
+            rewards.append(float(reward))
             for k, v in info.get("measurements", {}).items():
                 measurements[k].append(v)
             total += float(reward)
@@ -158,7 +164,8 @@ class Trainer:
             if self.step >= t.steps:
                 break
         self.replay.add_episode(np.asarray(observations), np.asarray(actions, dtype=np.float32),
-                                {k: np.asarray(v, dtype=np.float32) for k, v in measurements.items()})
+                                {k: np.asarray(v, dtype=np.float32) for k, v in measurements.items()},
+                                rewards=np.asarray(rewards, dtype=np.float32), terminated=terminated)
         if seeding:
             self.model.update_normalizer(torch.as_tensor(np.asarray(observations), dtype=torch.float32,
                                                          device=self.device))

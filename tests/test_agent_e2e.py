@@ -162,6 +162,16 @@ def test_guardrails_set_at_evaluation_time_report_confusion_and_fallbacks(traine
     assert main(["eval", str(trained_run), rail, "--episodes", "1", "--calibrate", "1", "--json"]) == 0
     bound = json.loads(capsys.readouterr().out)["readout_error_bound"]["agent_xy"]
     assert len(bound) == 4 and all(b > 0 for b in bound)  # TINY: horizon 4
+    assert main(["eval", str(trained_run), rail, "--episodes", "1", "--calibrate", "1", "--calibrate-near", "0.3",
+                 "--json"]) == 0
+    near = json.loads(capsys.readouterr().out)
+    assert near["calibration_near"] == 0.3 and len(near["calibration_samples"]["agent_xy"]) == 4
+    assert main(["eval", str(trained_run), rail, "--episodes", "2", "--per-episode", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [e["seed"] for e in listed["per_episode"]] == [1_000_000, 1_000_001]
+    assert sum(e["fallbacks"] for e in listed["per_episode"]) == listed["fallbacks"]
+    assert main(["eval", str(trained_run), rail, "--episodes", "1", "--calibrate", "1", "--calibrate-near", "-1"]) == 2
+    assert "near must be a finite distance" in capsys.readouterr().err
     assert main(["eval", str(trained_run), "--episodes", "1", "--calibrate", "1"]) == 2
     assert "the actor has none" in capsys.readouterr().err
     assert main(["eval", str(trained_run), "guardrails=[{type: keep_out, key: ee_pos, center: [0], radius: 1}]",

@@ -43,7 +43,7 @@ def test_goal_shift_and_gradients():
 
 
 def test_rejections():
-    valid = r"valid terms: \['action', 'cost_to_go', 'goal'"
+    valid = r"valid terms: \['action', 'cost_to_go', 'critic', 'goal'"
     with pytest.raises(ValueError, match=r"unknown cost term\(s\) \['gaol'\]; " + valid):
         CostModule({"gaol": 1.0})
     with pytest.raises(ValueError, match="must be a number >= 0"):

@@ -4,6 +4,8 @@ constraint the planners receive."""
 from __future__ import annotations
 
 import json
+import math
+from functools import partial
 
 import numpy as np
 import pytest
@@ -242,6 +244,53 @@ def test_readout_error_calibration_measures_the_models_error_per_step():
         readout_errors(model, runs, horizon=40)
     with pytest.raises(ValueError, match="quantile"):
         readout_errors(model, runs, horizon=5, quantile=1.0)
+
+
+def test_region_distance_is_how_far_the_truth_lies_from_where_a_guardrail_can_be_violated():
+    m = {"xy": _traj((3.0, 0.0), (0.5, 0.0), (4.0, 5.0)), "speed": torch.ones(1, 3, 1)}
+    disc = make_guardrail({"type": "keep_out", "key": "xy", "center": [0, 0], "radius": 1.0, "margin": 0.5})
+    torch.testing.assert_close(disc.region_distance(m), torch.tensor([[2.0, 0.0, math.hypot(4, 5) - 1]]))
+    box = make_guardrail({"type": "keep_out_box", "key": "xy", "low": [0, -1], "high": [1, 1]})
+    torch.testing.assert_close(box.region_distance(m), torch.tensor([[2.0, 0.0, 5.0]]))  # (3, 4) from the corner
+    zone = make_guardrail({"type": "speed_limit_in_zone", "speed_key": "speed", "position_key": "xy",
+                           "center": [3, 0], "radius": 0.5, "limit": 0.5})
+    torch.testing.assert_close(zone.region_distance(m), torch.tensor([[0.0, 2.0, math.hypot(1, 5) - 0.5]]))
+    assert make_guardrail({"type": "bound", "key": "speed", "high": 1.0}).region_distance(m) is None
+    rails = GuardrailSet([disc.to_dict(), zone.to_dict()], readout=lambda z: {}, readout_keys=("xy", "speed"))
+    near = rails.near(m, radius=1.0)
+    assert near["xy"].tolist() == [[True, True, False]]  # near the zone, inside the disc, far from both
+    assert near["speed"].tolist() == [[True, False, False]]  # only the speed zone reads speed
+    with_bound = GuardrailSet([disc.to_dict(), {"type": "bound", "key": "xy", "high": 9.0}],
+                              readout=lambda z: {}, readout_keys=("xy",))
+    assert with_bound.near(m, radius=1.0)["xy"] is None  # a bound can be violated anywhere
+
+
+def test_calibration_near_the_zones_measures_the_error_where_it_can_cause_a_violation():
+    """A model exact near x = 0 and 0.5 m off beyond x = 2: the global bound is 0.5, the bound
+    near a keep-out disc at the origin is 0; with too few samples near it, every sample counts."""
+    from agent.calibration import readout_errors
+
+    class FarOff(PointMassModel):
+        def step(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+            return s  # the runs below stay at rest
+
+        def readout(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"xy": z[..., :2] + torch.stack([0.5 * (z[..., 0] > 2.0), 0 * z[..., 0]], dim=-1)}
+
+    model, runs = FarOff(), []
+    for x in (0.0, 4.0):  # one run at rest near the origin, one far from it
+        obs = np.zeros((301, 4), np.float32)
+        obs[:, 0] = x
+        runs.append({"obs": obs, "actions": np.zeros((300, 2), np.float32), "measurements": {"xy": obs[:, :2]}})
+    rails = GuardrailSet([{"type": "keep_out", "key": "xy", "center": [0, 0], "radius": 0.1}],
+                         readout=model.readout, readout_keys=("xy",))
+    assert float(readout_errors(model, runs, horizon=3)["xy"].min()) == pytest.approx(0.5)
+    counts: dict[str, list[int]] = {}
+    near = readout_errors(model, runs, horizon=3, near=partial(rails.near, radius=1.0), counts=counts)
+    assert float(near["xy"].max()) == pytest.approx(0.0, abs=1e-6) and counts["xy"] == [298] * 3
+    few = readout_errors(model, [runs[0]] + [runs[1]] * 3, horizon=3, quantile=0.999,
+                         near=partial(rails.near, radius=1.0), counts=counts)
+    assert counts["xy"] == [4 * 298] * 3 and float(few["xy"].min()) == pytest.approx(0.5)  # 298 < 999 needed
 
 
 def test_planner_benchmark_times_each_cell_with_and_without_guardrails(tmp_path):

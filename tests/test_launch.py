@@ -150,9 +150,11 @@ def test_shipped_launch_files_load_and_build(path):
     env = make_env(cfg, seed=0)
     obs_shape, _, action_dim, measurement_dims = env_dims(env)
     model = JEPAWorldModel(world_model_config(cfg, obs_shape, action_dim, measurement_dims))
-    actor = make_actor(cfg, model, action_dim, torch.device("cpu"))
+    actor = make_actor(cfg, model, action_dim, torch.device("cpu"), env=env)
     assert actor.planner.horizon == cfg.planner.params.get("horizon", actor.planner.horizon)
-    assert env.unwrapped.goal_conditioned, "issue-3 launch files are goal-reaching tasks"
+    # goal-reaching tasks plan toward a goal latent; reward tasks (issue 4) with reward head + critic
+    assert actor.cost.needs_goal == env.unwrapped.goal_conditioned
+    assert (model.task is not None) == (not actor.cost.needs_goal)
     if actor.guardrails is not None:  # the constraint reads only the heads its guardrails need
         needed = {k for g in actor.guardrails.guardrails for k in g.measurement_keys()}
         assert set(actor.guardrails.readout(torch.zeros(3, model.cfg.latent_dim))) == needed

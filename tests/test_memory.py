@@ -109,7 +109,8 @@ def test_state_dict_round_trip_restores_sampling():
         buf.add_episode(*make_episode(ep_id, steps))
     state = buf.state_dict()
     assert all(isinstance(v, np.ndarray) and v.flags.c_contiguous for v in state.values())
-    assert set(state) == {"obs", "actions", "meas/xy", "episode_starts", "episode_lengths", "capacity", "counters"}
+    assert set(state) == {"obs", "actions", "rewards", "terminals", "meas/xy", "episode_starts", "episode_lengths",
+                          "capacity", "counters"}
 
     other = EpisodeReplay(40, (2,), np.float32, 2, {"xy": 2})
     other.load_state_dict(state)
@@ -125,6 +126,33 @@ def test_state_dict_round_trip_restores_sampling():
     assert other.episode_lengths() == buf.episode_lengths()
     a, b = buf.sample(64, 5, np.random.default_rng(4)), other.sample(64, 5, np.random.default_rng(4))
     np.testing.assert_array_equal(a["obs"], b["obs"])
+
+
+def test_rewards_and_terminals_ride_with_their_actions_and_survive_a_round_trip():
+    """reward[t] belongs to the action taken from obs t; only a terminated episode's last action is
+    terminal (a truncated one bootstraps); checkpoints from before rewards existed still load."""
+    buf = EpisodeReplay(60, (2,), np.float32, 2, {"xy": 2})
+    for ep_id, steps in enumerate([6, 9, 5]):
+        obs, actions, meas = make_episode(ep_id, steps)
+        buf.add_episode(obs, actions, meas, rewards=100 * ep_id + np.arange(steps), terminated=ep_id == 1)
+    batch = buf.sample(256, 3, np.random.default_rng(0))
+    ep, t = batch["obs"][:, :-1, 0], batch["obs"][:, :-1, 1]
+    np.testing.assert_array_equal(batch["rewards"], 100 * ep + t)
+    np.testing.assert_array_equal(batch["terminals"], (ep == 1) & (t == 8))
+    assert batch["terminals"].any()
+    state = buf.state_dict()
+    other = EpisodeReplay(60, (2,), np.float32, 2, {"xy": 2})
+    other.load_state_dict(state)
+    again = other.sample(256, 3, np.random.default_rng(0))
+    np.testing.assert_array_equal(again["rewards"], batch["rewards"])
+    np.testing.assert_array_equal(again["terminals"], batch["terminals"])
+    old = EpisodeReplay(60, (2,), np.float32, 2, {"xy": 2})
+    old.load_state_dict({k: v for k, v in state.items() if k not in ("rewards", "terminals")})
+    assert not old.sample(64, 3, np.random.default_rng(0))["rewards"].any()
+    with pytest.raises(ValueError, match="rewards: expected 6 finite values"):
+        buf.add_episode(*make_episode(5, 6), rewards=np.ones(7))
+    with pytest.raises(ValueError, match="'rewards'.*got float64"):
+        other.load_state_dict({**state, "rewards": state["rewards"].astype(np.float64)})
 
 
 def test_load_state_dict_validates():

@@ -268,3 +268,15 @@ def test_bad_reset_options_raise(options):
     with pytest.raises(ValueError, match=next(iter(options))):
         env.reset(seed=0, options=options)
     env.close()
+
+
+@pytest.mark.parametrize("shape, same", [("square", True), ("T", False)])
+def test_orientation_is_observed_modulo_the_shapes_symmetry(shape, same):
+    """A square turned by 90 degrees looks the same and counts as the same for success: it
+    observes the same; a T does not."""
+    env, _ = make(block=shape)
+    a, info = reset(env, block=(0.0, 0.0, 0.3))
+    b, _ = reset(env, block=(0.0, 0.0, 0.3 + math.pi / 2))
+    assert np.allclose(a, b, atol=1e-6) == same
+    np.testing.assert_allclose(info["measurements"]["block_xy"], info["measurements"]["block_pose"][:2])
+    env.close()

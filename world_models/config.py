@@ -48,6 +48,15 @@ class WorldModelConfig:
     value_tau: float = 0.005
     value_p_current: float = 0.1  # goal = the state itself (the TD anchor: 0 steps)
     value_p_future: float = 0.6   # goal = a later state of the same episode (uniform); else any stored state
+    # Reward tasks (world_models.task.TaskHeads): a reward head r(z_{t+1}, a_t) whose loss also
+    # shapes the latent (weight ``reward_weight``), and a critic ensemble V(z) trained by TD on
+    # detached latents. 0 hidden units = none (goal tasks need no reward).
+    reward_hidden: int = 0
+    reward_weight: float = 1.0
+    critics: int = 2
+    critic_weight: float = 1.0
+    gamma: float = 0.99
+    critic_tau: float = 0.01
     # "bfloat16" runs the training forward/backward under autocast (parameters and optimiser stay
     # float32): about 2x faster updates for hidden widths >= 384 on CPUs with AMX / AVX512-BF16.
     train_precision: str = "float32"
@@ -73,6 +82,13 @@ class WorldModelConfig:
         """Raise ValueError naming the first bad field; the trainer fills obs/action dims first."""
         positive = ("obs_dim", "action_dim", "latent_dim", "hidden_dim", "encoder_layers", "predictor_layers",
                     "train_horizon", "readout_hidden")
+        for name in ("reward_hidden", "critics"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "critics" else 0):
+                raise ValueError(f"WorldModelConfig.{name} must be an int >= {int(name == 'critics')}, got {value!r}")
+        if not 0.0 < self.gamma < 1.0 or not 0.0 < self.critic_tau <= 1.0:
+            raise ValueError(f"WorldModelConfig.gamma must be in (0, 1) and critic_tau in (0, 1], "
+                             f"got {self.gamma}, {self.critic_tau}")
         if not isinstance(self.value_hidden, int) or self.value_hidden < 0:
             raise ValueError(f"WorldModelConfig.value_hidden must be an int >= 0, got {self.value_hidden!r}")
         p_current, p_future = self.value_p_current, self.value_p_future
@@ -89,6 +105,7 @@ class WorldModelConfig:
             raise ValueError(f"WorldModelConfig.rho must be in (0, 1], got {self.rho}")
         for name in ("var_weight", "cov_weight", "readout_weight", "one_step_weight", "smooth_weight", "idm_weight",
                      "temporal_var_weight", "temporal_var_target", "var_target", "lr", "grounding_weight",
+                     "reward_weight", "critic_weight",
                      "grad_clip", "norm_min_std", "norm_clip"):
             if getattr(self, name) < 0:
                 raise ValueError(f"WorldModelConfig.{name} must be >= 0, got {getattr(self, name)}")

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from world_models.config import WorldModelConfig
 from world_models.encoders import make_encoder, mlp
 from world_models.predictor import ResidualPredictor
+from world_models.task import TaskHeads
 from world_models.value import GoalValue
 
 
@@ -91,6 +92,8 @@ class JEPAWorldModel(nn.Module):
             self.idm_head = mlp(2 * cfg.latent_dim, cfg.hidden_dim, cfg.action_dim, 1) if cfg.idm_weight > 0 else None
             self.value = (GoalValue(cfg.latent_dim, cfg.value_hidden, cfg.value_gamma, cfg.value_expectile,
                                     cfg.value_tau) if cfg.value_hidden > 0 else None)
+            self.task = (TaskHeads(cfg.latent_dim, cfg.action_dim, cfg.reward_hidden, cfg.critics, cfg.gamma,
+                                   cfg.critic_tau) if cfg.reward_hidden > 0 else None)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
 
     @property
@@ -138,12 +141,14 @@ class JEPAWorldModel(nn.Module):
         return self.value.steps(z, z_goal)
 
     def loss(self, obs: Tensor, actions: Tensor, measurements: dict[str, Tensor] | None = None,
-             diagnostics: bool = True, goals: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, float]]:
+             diagnostics: bool = True, goals: dict[str, Tensor] | None = None, rewards: Tensor | None = None,
+             terminals: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
         """obs [B, T+1, obs_dim], actions [B, T, A], measurements {name: [B, T+1, k]} -> (loss, logs).
 
         Measurements without a readout head are ignored; heads without a measurement add nothing.
         ``goals`` (``obs``, ``next_obs``, ``goal_obs`` [B', obs_dim], ``reached`` [B'] bool, from
         ``EpisodeReplay.sample_goals``) trains the value head on detached online latents.
+        ``rewards`` and ``terminals`` [B, T] train the reward head and critic (reward tasks).
         ``diagnostics`` adds the collapse diagnostics to the logs (an SVD: ~10% of a 1M-parameter
         update on CPU, so trainers compute them only every few updates).
         """
@@ -229,6 +234,15 @@ class JEPAWorldModel(nn.Module):
             value_loss, value_logs = self.value.loss(z_v, z_next_v, z_goal_v, goals["reached"].to(dev, torch.bool))
             total = total + value_loss
             logged.update(value_logs)
+        if self.task is not None and rewards is not None:
+            if rewards.shape != (b, horizon) or terminals is None or terminals.shape != (b, horizon):
+                raise ValueError(f"rewards and terminals must be [{b}, {horizon}], got "
+                                 f"{None if rewards is None else tuple(rewards.shape)} and "
+                                 f"{None if terminals is None else tuple(terminals.shape)}")
+            reward_loss, critic_loss, task_logs = self.task.loss(
+                z_all, z_hat, actions, rewards.to(dev, torch.float32), terminals.to(dev, torch.bool))
+            total = total + cfg.reward_weight * reward_loss + cfg.critic_weight * critic_loss
+            logged.update(task_logs)
         logged["loss/total"] = total
 
         names = list(logged)
@@ -261,7 +275,8 @@ class JEPAWorldModel(nn.Module):
 
     def train_step(self, optimizer: torch.optim.Optimizer, obs: Tensor, actions: Tensor,
                    measurements: dict[str, Tensor] | None = None, diagnostics: bool = True,
-                   goals: dict[str, Tensor] | None = None) -> dict[str, float]:
+                   goals: dict[str, Tensor] | None = None, rewards: Tensor | None = None,
+                   terminals: Tensor | None = None) -> dict[str, float]:
         """One gradient step (loss, clip to ``grad_clip``, step) followed by one EMA target update.
 
         The input normaliser is NOT updated here: call ``update_normalizer`` on new experience.
@@ -269,7 +284,7 @@ class JEPAWorldModel(nn.Module):
         self.train()
         precision = torch.bfloat16 if self.cfg.train_precision == "bfloat16" else None
         with torch.autocast(self.device.type, dtype=precision or torch.float32, enabled=precision is not None):
-            loss, logs = self.loss(obs, actions, measurements, diagnostics, goals)
+            loss, logs = self.loss(obs, actions, measurements, diagnostics, goals, rewards, terminals)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip > 0:
@@ -282,10 +297,14 @@ class JEPAWorldModel(nn.Module):
                 nn.utils.clip_grad_norm_(self.readout_heads.parameters(), self.cfg.grad_clip)
             if self.value is not None:
                 nn.utils.clip_grad_norm_(self.value.net.parameters(), self.cfg.grad_clip)
+            if self.task is not None:
+                nn.utils.clip_grad_norm_(self.task.parameters(), self.cfg.grad_clip)
         optimizer.step()
         self.update_target()
         if self.value is not None:
             self.value.update_target()
+        if self.task is not None:
+            self.task.update_target()
         return logs
 
     @torch.no_grad()

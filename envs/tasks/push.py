@@ -7,7 +7,9 @@ fast), and dry friction (``frictionloss``) plus damping on those joints stop it 
 pushed. Walls bound the table, so nothing leaves it. Control step 0.05 s (3 x 1/60 s).
 
 Action: pusher velocity command (vx, vy), |v| <= MAX_SPEED (``envs.make`` rescales to [-1, 1]).
-Observation (11,): pusher x, y, vx, vy, block x, y, cos th, sin th, block vx, vy, omega.
+Observation (11,): pusher x, y, vx, vy, block x, y, cos k*th, sin k*th, block vx, vy, omega, with
+k = 2 pi / the shape's symmetry period (4 for the square, 1 for the T): poses that look the same
+observe the same, as success counts them the same (a square turned by 90 degrees is at its goal).
 Safety ``keepout``: the block or the pusher overlaps the keep-out rectangle (False when none).
 
 Reset options: ``block_pose`` (x, y, theta), ``goal_pose`` (x, y, theta), ``pusher_xy`` (x, y)
@@ -192,7 +194,7 @@ class PushTask(Task):
     """Push the block to the goal pose (position within ``success_pos_tol`` m, angle within
     ``success_angle_tol`` rad, modulo the shape's symmetry: 90 degrees for the square)."""
 
-    measurement_keys = ("pusher_xy", "pusher_vel", "block_pose", "block_vel", "goal_pose",
+    measurement_keys = ("pusher_xy", "pusher_vel", "block_pose", "block_xy", "block_vel", "goal_pose",
                         "position_error", "angle_error", "contact")
     safety_keys = ("keepout",)
     has_success = True
@@ -219,6 +221,7 @@ class PushTask(Task):
         self.pos_tol, self.angle_tol = float(success_pos_tol), float(success_angle_tol)
         self.episode_steps = episode_steps
         self.symmetry = SYMMETRY[block]
+        self.angle_factor = round(2 * math.pi / self.symmetry)  # observe cos/sin of k * theta
         boxes = SHAPES[block]
         self.radius = max(math.hypot(abs(ox) + a, abs(oy) + b) for (ox, oy), (a, b) in boxes)
         # goal-state pusher spot: behind the block along its -y axis, GOAL_GAP from its back face
@@ -285,7 +288,8 @@ class PushTask(Task):
     def get_observation(self, physics: PushPhysics) -> np.ndarray:
         px, py, x, y, th = physics.data.qpos.tolist()
         vpx, vpy, vx, vy, w = physics.data.qvel.tolist()
-        return np.array([px, py, vpx, vpy, x, y, math.cos(th), math.sin(th), vx, vy, w], dtype=np.float32)
+        k = self.angle_factor
+        return np.array([px, py, vpx, vpy, x, y, math.cos(k * th), math.sin(k * th), vx, vy, w], dtype=np.float32)
 
     def errors(self, physics: PushPhysics) -> tuple[float, float]:
         """(position error m, angle error rad modulo the block's symmetry)."""
@@ -300,7 +304,7 @@ class PushTask(Task):
         pose = (x, y, wrap(th))
         touching = self.pusher_block_distance((px, py), pose) <= CONTACT_TOL
         return {"pusher_xy": np.array((px, py)), "pusher_vel": vel[0:2].copy(), "block_pose": np.array(pose),
-                "block_vel": vel[2:5].copy(), "goal_pose": self.goal.copy(),
+                "block_xy": np.array((x, y)), "block_vel": vel[2:5].copy(), "goal_pose": self.goal.copy(),
                 "position_error": np.array((pos_err,)), "angle_error": np.array((ang_err,)),
                 "contact": np.array((float(touching),))}
 
