@@ -25,6 +25,24 @@ from agent.memory import ShortTermMemory
 from planners.base import Plan, Planner
 from world_models.jepa import JEPAWorldModel
 
+MODES = ("plan", "reactive")
+
+
+def policy_proposal(model: JEPAWorldModel, horizon: int,
+                    noise: float = 0.3) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """The planner's proposal from the model's mode-1 policy: its imagined rollout from z0, then
+    ``count - 1`` more with Gaussian action noise -> [count, horizon, A]."""
+
+    @torch.no_grad()
+    def propose(z0: torch.Tensor, count: int) -> torch.Tensor:
+        _, exact = model.policy.imagine(z0[None], model.predict, horizon)
+        if count == 1:
+            return exact
+        _, noisy = model.policy.imagine(z0.expand(count - 1, -1), model.predict, horizon, noise=noise)
+        return torch.cat([exact, noisy])
+
+    return propose
+
 
 def episode_goal(env: Any, actor: MPCActor) -> Any:
     """The goal observation the actor plans toward this episode, or None on a reward task (the
@@ -37,9 +55,15 @@ class MPCActor:
 
     def __init__(self, model: JEPAWorldModel, planner: Planner, cost: CostModule, replan_every: int = 1,
                  device: torch.device | str = "cpu", memory: int = 16, guardrails: GuardrailSet | None = None,
-                 fallback: Callable[[Any], np.ndarray] | None = None):
+                 fallback: Callable[[Any], np.ndarray] | None = None, mode: str = "plan"):
         if replan_every < 1:
             raise ValueError(f"replan_every must be >= 1, got {replan_every}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode == "reactive" and (model.policy is None or guardrails is not None):
+            raise ValueError("mode 'reactive' acts with the world model's mode-1 policy alone: it needs one "
+                             "(world_model.policy_hidden > 0) and no guardrails (only plans are checked against them)")
+        self.mode = mode
         self.model, self.planner, self.cost = model, planner, cost
         self.guardrails = guardrails
         self.fallback = fallback
@@ -77,6 +101,12 @@ class MPCActor:
 
     def act(self, obs: Any) -> np.ndarray:
         """The next action in [-1, 1] for observation ``obs``."""
+        if self.mode == "reactive":  # mode 1: one policy call, no search
+            start = time.perf_counter()
+            with torch.no_grad():
+                action = self.model.policy(self.model.encode(self._tensor(obs))).cpu().numpy()
+            self.plan_ms.append(1e3 * (time.perf_counter() - start))
+            return np.asarray(action, dtype=np.float32)
         if not self._queue:
             start = time.perf_counter()
             with torch.no_grad():

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 import envs
-from agent.actor import MPCActor
+from agent.actor import MPCActor, policy_proposal
 from agent.cost import CRITIC_TERM, PENALTY_TERM, TASK_TERM, VALUE_TERM, CostModule
 from agent.guardrails import GuardrailSet
 from agent.launch import LaunchConfig
@@ -62,7 +62,7 @@ def make_guardrails(cfg: LaunchConfig, model: JEPAWorldModel) -> GuardrailSet | 
 
 def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device: torch.device,
                planner: str | None = None, planner_params: dict | None = None,
-               env: gym.Env | None = None) -> MPCActor:
+               env: gym.Env | None = None, mode: str = "plan") -> MPCActor:
     """The MPC actor; with ``env`` (state observations), its task's safe fallback backs the guardrails."""
     name = planner or cfg.planner.name
     # Another planner than the launch file's keeps its horizon only (other settings differ by planner).
@@ -90,5 +90,7 @@ def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device
     if model.value is not None:
         cost.value = model.cost_to_go
     cost.task = model.task
+    if model.policy is not None:  # the mode-1 policy proposes candidates and each episode's first plan
+        plan.proposal = policy_proposal(model, plan.horizon)
     return MPCActor(model, plan, cost, replan_every=cfg.training.replan_every, device=device,
-                    guardrails=None if soft else guardrails, fallback=fallback)
+                    guardrails=None if soft else guardrails, fallback=fallback, mode=mode)

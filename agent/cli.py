@@ -131,7 +131,7 @@ def _load_actor(args: argparse.Namespace):
     cfg = eval_overrides(cfg, args.overrides)
     env = make_env(cfg)
     actor = make_actor(cfg, model, env.action_space.shape[0], device, planner=args.planner,
-                       planner_params=parse_overrides(args.planner_params), env=env)
+                       planner_params=parse_overrides(args.planner_params), env=env, mode=args.mode)
     calibration = {}
     if args.calibrate:
         from agent.calibration import calibrate
@@ -152,7 +152,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from agent.evaluate import evaluate
 
     cfg, env, actor, calibration = _load_actor(args)
-    result = {"task": cfg.env.id, "planner": args.planner or cfg.planner.name,
+    result = {"task": cfg.env.id, "mode": args.mode,
+              "planner": "policy" if args.mode == "reactive" else args.planner or cfg.planner.name,
               **evaluate(env, actor, args.episodes, seed=args.seed, per_episode=args.per_episode), **calibration}
     print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
     return 0
@@ -187,6 +188,9 @@ def _add_agent_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--planner", default=None, help="plan with another planner: cem, mppi, gradient, random")
     p.add_argument("--planner-params", nargs="*", default=[], help="planner settings as key=value")
     p.add_argument("--device", default="auto")
+    p.add_argument("--mode", default="plan", choices=["plan", "reactive"],
+                   help="plan: MPC through the world model (mode 2); reactive: the mode-1 policy alone "
+                        "(reward tasks trained with world_model.policy_hidden > 0)")
     p.add_argument("--calibrate", type=int, default=0, metavar="N",
                    help="first run N calibration episodes (own seeds) and widen the guardrails by the "
                         "model's readout error at each predicted step")

@@ -87,6 +87,9 @@ class SamplingConfig(PlannerConfig):
     init_std: float = 0.5
     min_std: float = 0.05
     momentum: float = 0.0  # new = momentum * old + (1 - momentum) * refit, for mean and std
+    # With a proposal (``Planner.proposal``, e.g. the mode-1 policy's imagined rollouts), this many
+    # of the samples of every iteration are its sequences instead of Gaussian draws.
+    policy_samples: int = 24
 
     def validate(self) -> None:
         super().validate()
@@ -98,6 +101,7 @@ class SamplingConfig(PlannerConfig):
         check_float("init_std", self.init_std, 0.0, low_open=True)
         check_float("min_std", self.min_std, 0.0)
         check_float("momentum", self.momentum, 0.0, 0.99)
+        check_int("policy_samples", self.policy_samples, 0)  # capped at samples - 1 when planning
 
 
 class WarmStart:
@@ -246,6 +250,10 @@ class Planner(abc.ABC):
         else:
             self.generator.manual_seed(seed)
         self._warm = WarmStart(config.horizon, action_dim, self.device)
+        # (z0 [D], count) -> count action sequences [count, H, A] proposed by a fast actor (mode 1):
+        # the first warm start of an episode, and candidates for sampling planners (``policy_samples``)
+        self.proposal: Callable[[Tensor, int], Tensor] | None = None
+        self._proposals: Tensor | None = None
 
     @property
     def horizon(self) -> int:
@@ -272,6 +280,16 @@ class Planner(abc.ABC):
         z0 = z0.detach().to(self.device, torch.float32)
         dynamics = with_precision(dynamics, self.config.precision, self.device)
         init_mean = self._warm.mean()
+        self._proposals = None
+        if self.proposal is not None:
+            wanted = min(getattr(self.config, "policy_samples", 0), getattr(self.config, "samples", 1) - 1)
+            count = max(wanted, 1)
+            with torch.no_grad():
+                self._proposals = self.proposal(z0, count).to(self.device, torch.float32).clamp(-1.0, 1.0)
+            if self._warm.get() is None:  # a new episode: start from the policy's plan, not zeros
+                init_mean = self._proposals[0].clone()
+            if wanted < 1:  # the proposal only warm starts
+                self._proposals = None
         candidates, info = self._search(z0, init_mean, dynamics, objective, constraint)
         with torch.no_grad():
             ev = evaluate(z0, candidates, dynamics, objective, constraint)

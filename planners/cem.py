@@ -52,6 +52,8 @@ class SamplingPlanner(Planner):
             torch.randn(shape[0] - 1, *shape[1:], generator=self.generator, out=actions[1:])
             actions[1:].mul_(std).add_(mean).clamp_(-1.0, 1.0)
             actions[0] = mean
+            if self._proposals is not None:  # the mode-1 policy's sequences take the last slots
+                actions[-self._proposals.shape[0]:] = self._proposals
             ev = evaluate(z0, actions, dynamics, objective, constraint)
             elite_idx = rank(ev.rank_cost, ev.rank_violation, cfg.elites)
             top = elite_idx[0]

@@ -144,24 +144,74 @@ def test_task_terms_need_task_heads_and_goal_terms_need_a_goal():
         goal(torch.zeros(2, 3, 4), torch.zeros(2, 3, 1))
 
 
-def test_reward_task_trains_and_evaluates_through_the_cli(tmp_path, capsys):
-    """cartpole-swingup's launch file, tiny: train, eval --json (returns), a goal cost refused by name."""
+def test_reward_task_trains_and_evaluates_in_both_modes_through_the_cli(tmp_path, capsys):
+    """cartpole-swingup's launch file, tiny: train, eval --json planning (mode 2) and with the
+    policy alone (mode 1, --mode reactive), the policy's actions identical after a reload, a goal
+    cost refused by name."""
     from agent.cli import main
+    from agent.snapshot import load_agent
 
     run = tmp_path / "cp"
     assert main(["train", "launch/cartpole-swingup.yaml", "training.steps=300", "training.seed_steps=200",
                  "training.eval_every=0", "training.checkpoint_every=0", "training.batch_size=32",
                  "world_model.latent_dim=8", "world_model.hidden_dim=32", "world_model.reward_hidden=16",
-                 "planner.params.samples=32", "planner.params.elites=8", "planner.params.iterations=2",
-                 "planner.params.horizon=3",
-                 f"run_dir={run}", "--quiet"]) == 0
+                 "world_model.policy_hidden=16", "planner.params.samples=32", "planner.params.elites=8",
+                 "planner.params.iterations=2", "planner.params.horizon=3", f"run_dir={run}", "--quiet"]) == 0
     capsys.readouterr()
-    assert main(["eval", str(run), "--episodes", "1", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["task"] == "dmc/cartpole-swingup" and result["episode_len_mean"] == 500
-    assert result["return_mean"] > 0  # cartpole pays a little even when the pole hangs
+    results = {}
+    for mode in ("plan", "reactive"):
+        assert main(["eval", str(run), "--episodes", "1", "--mode", mode, "--json"]) == 0
+        results[mode] = json.loads(capsys.readouterr().out)
+        assert results[mode]["task"] == "dmc/cartpole-swingup" and results[mode]["episode_len_mean"] == 500
+        assert results[mode]["return_mean"] > 0  # cartpole pays a little even when the pole hangs
+    assert results["reactive"]["planner"] == "policy"
+    assert results["reactive"]["plan_ms_median"] < results["plan"]["plan_ms_median"]  # one call vs a search
+    _, model = load_agent(sorted(run.glob("step_*"))[-1], torch.device("cpu"))
+    _, again = load_agent(sorted(run.glob("step_*"))[-1], torch.device("cpu"))
+    z = torch.randn(5, 8)
+    torch.testing.assert_close(model.policy(z), again.policy(z), rtol=0, atol=0)
     assert main(["eval", str(run), "cost={goal: 1.0}", "--episodes", "1"]) == 2
     assert "is not goal-conditioned: a reward task plans with cost" in capsys.readouterr().err
+    assert main(["eval", str(run), "guardrails=[{type: action_bound, limit: 0.5}]", "--mode", "reactive"]) == 2
+    assert "only plans are checked" in capsys.readouterr().err
+
+
+def test_the_policy_learns_to_ascend_the_predicted_return_and_proposes_plans():
+    """On the line with a known reward (x itself) and no critic signal, the policy learns to push
+    right; as the planner's proposal it seeds the first plan and some candidates."""
+    torch.manual_seed(0)
+    heads = TaskHeads(1, 1, 16, critics=1, gamma=0.9)
+    for p in heads.parameters():
+        p.requires_grad_(False)
+    heads.reward = lambda z, a: z[..., 0]  # reward = position after the step
+    heads.value = lambda z, target=False: torch.zeros(z.shape[:-1])
+    from world_models.task import Policy
+
+    policy = Policy(1, 1, 32, horizon=3)
+    optim = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    step = lambda z, a: z + 0.1 * a  # noqa: E731
+    for _ in range(200):
+        loss, _ = policy.loss(torch.randn(64, 1), step, heads)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    assert float(policy(torch.randn(100, 1)).detach().min()) > 0.9  # full right everywhere
+
+    from agent.actor import policy_proposal
+
+    class Model:
+        predict = staticmethod(step)
+
+    Model.policy = policy
+    planner = make_planner("mppi", 1, horizon=4, samples=32, elites=8, iterations=1, policy_samples=6, seed=0)
+    planner.proposal = policy_proposal(Model(), 4)
+    proposals = planner.proposal(torch.zeros(1), 6)
+    assert proposals.shape == (6, 4, 1) and float(proposals[0].min()) > 0.9  # the first one has no noise
+    cost = CostModule({"task": 1.0})
+    cost.task = heads
+    plan = planner.plan(torch.zeros(1), Line().rollout, cost)
+    torch.testing.assert_close(plan.info["init_mean"], proposals[0])  # the first plan starts from it
+    assert float(plan.actions.mean()) > 0.5
 
 
 def test_world_model_trains_its_reward_head_into_the_latent_and_its_critic_on_detached_latents():

@@ -57,6 +57,10 @@ class WorldModelConfig:
     critic_weight: float = 1.0
     gamma: float = 0.99
     critic_tau: float = 0.01
+    # The mode-1 actor (world_models.task.Policy): 0 hidden units = none. Trained to maximise the
+    # predicted return over ``policy_horizon`` imagined steps plus the critic (needs reward_hidden).
+    policy_hidden: int = 0
+    policy_horizon: int = 3
     # "bfloat16" runs the training forward/backward under autocast (parameters and optimiser stay
     # float32): about 2x faster updates for hidden widths >= 384 on CPUs with AMX / AVX512-BF16.
     train_precision: str = "float32"
@@ -82,6 +86,13 @@ class WorldModelConfig:
         """Raise ValueError naming the first bad field; the trainer fills obs/action dims first."""
         positive = ("obs_dim", "action_dim", "latent_dim", "hidden_dim", "encoder_layers", "predictor_layers",
                     "train_horizon", "readout_hidden")
+        if isinstance(self.policy_hidden, bool) or not isinstance(self.policy_hidden, int) or self.policy_hidden < 0:
+            raise ValueError(f"WorldModelConfig.policy_hidden must be an int >= 0, got {self.policy_hidden!r}")
+        if self.policy_hidden > 0 and self.reward_hidden == 0:
+            raise ValueError("WorldModelConfig.policy_hidden > 0 needs reward_hidden > 0: the policy maximises the "
+                             "predicted return")
+        if not isinstance(self.policy_horizon, int) or self.policy_horizon < 1:
+            raise ValueError(f"WorldModelConfig.policy_horizon must be an int >= 1, got {self.policy_horizon!r}")
         for name in ("reward_hidden", "critics"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "critics" else 0):

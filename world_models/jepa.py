@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from world_models.config import WorldModelConfig
 from world_models.encoders import make_encoder, mlp
 from world_models.predictor import ResidualPredictor
-from world_models.task import TaskHeads
+from world_models.task import Policy, TaskHeads
 from world_models.value import GoalValue
 
 
@@ -94,6 +94,8 @@ class JEPAWorldModel(nn.Module):
                                     cfg.value_tau) if cfg.value_hidden > 0 else None)
             self.task = (TaskHeads(cfg.latent_dim, cfg.action_dim, cfg.reward_hidden, cfg.critics, cfg.gamma,
                                    cfg.critic_tau) if cfg.reward_hidden > 0 else None)
+            self.policy = (Policy(cfg.latent_dim, cfg.action_dim, cfg.policy_hidden, cfg.policy_horizon)
+                           if cfg.policy_hidden > 0 else None)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
 
     @property
@@ -287,6 +289,8 @@ class JEPAWorldModel(nn.Module):
             loss, logs = self.loss(obs, actions, measurements, diagnostics, goals, rewards, terminals)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.policy is not None and rewards is not None:
+            self._policy_gradient(obs, logs)
         if self.cfg.grad_clip > 0:
             # Probes are clipped on their own: a shared norm would let their gradient rescale the encoder's step.
             model_params = [*self.encoder.parameters(), *self.predictor.parameters()]
@@ -306,6 +310,18 @@ class JEPAWorldModel(nn.Module):
         if self.task is not None:
             self.task.update_target()
         return logs
+
+    def _policy_gradient(self, obs: Tensor, logs: dict[str, float]) -> None:
+        """Set the policy's gradients (only its own) to ascend the predicted return from the batch's latents."""
+        with torch.no_grad():
+            z0 = self.encode(obs.to(self.device, torch.float32)).reshape(-1, self.cfg.latent_dim)
+        params = list(self.policy.parameters())
+        policy_loss, ret = self.policy.loss(z0, self.predict, self.task)
+        for p, g in zip(params, torch.autograd.grad(policy_loss, params), strict=True):
+            p.grad = g
+        if self.cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        logs["loss/policy"], logs["policy/return"] = float(policy_loss.detach()), float(ret)
 
     @torch.no_grad()
     def update_target(self) -> None:

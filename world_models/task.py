@@ -12,11 +12,18 @@ reward to the end of its window plus the slowly updated target critic's value th
 bootstrapping past a terminal state (a time-limit truncation is not one). Its value is that of
 the policy that collected the data, i.e. the planner itself, which is what the planner needs at
 the end of its horizon.
+
+The mode-1 actor (``Policy``) maps a latent to an action in one network call. It learns to
+maximise the same predicted return through the world model: from replay latents it imagines
+``horizon`` steps under its own actions and ascends rewards plus the critic's value at the end
+(the world model, reward head and critic are not changed by this loss). The planner uses it to
+propose candidate sequences and a first warm start; ``oda eval --mode reactive`` acts with it alone.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -92,3 +99,38 @@ class TaskHeads(nn.Module):
     def update_target(self) -> None:
         for p_t, p_o in zip(self.target_critic.parameters(), self.critic.parameters(), strict=True):
             p_t.lerp_(p_o, self.tau)
+
+
+class Policy(nn.Module):
+    """The mode-1 actor: a latent [..., D] -> an action [..., A] in [-1, 1] (tanh)."""
+
+    def __init__(self, latent_dim: int, action_dim: int, hidden_dim: int, horizon: int = 3):
+        super().__init__()
+        if horizon < 1:
+            raise ValueError(f"policy horizon must be >= 1, got {horizon}")
+        self.horizon = horizon
+        self.net = mlp(latent_dim, hidden_dim, action_dim, 2)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return torch.tanh(self.net(z))
+
+    def imagine(self, z0: Tensor, step: Callable[[Tensor, Tensor], Tensor], horizon: int,
+                noise: float = 0.0, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Roll the policy through the one-step model ``step`` from z0 [N, D] for ``horizon`` steps:
+        (latents z_1..z_H [N, H, D], actions [N, H, A]), actions perturbed by Gaussian ``noise``."""
+        z, latents, actions = z0, [], []
+        for _ in range(horizon):
+            a = self(z)
+            if noise > 0:
+                a = (a + noise * torch.randn(a.shape, generator=generator, device=a.device)).clamp(-1.0, 1.0)
+            z = step(z, a)
+            latents.append(z)
+            actions.append(a)
+        return torch.stack(latents, 1), torch.stack(actions, 1)
+
+    def loss(self, z0: Tensor, step: Callable[[Tensor, Tensor], Tensor], task: TaskHeads) -> tuple[Tensor, Tensor]:
+        """(-predicted return normalised by its own size, the return) from detached start latents z0 [N, D]."""
+        z, a = self.imagine(z0.detach(), step, self.horizon)
+        discount = task.gamma ** torch.arange(self.horizon, device=z.device, dtype=z.dtype)
+        ret = (task.reward(z, a) * discount).sum(-1) + task.gamma ** self.horizon * task.value(z[:, -1])
+        return -ret.mean() / ret.detach().abs().mean().clamp_min(1.0), ret.mean().detach()
