@@ -50,12 +50,16 @@ class GymMujocoEnv(OdaEnv):
     """One Gymnasium MuJoCo task (the unwrapped env; `envs.make` adds the time limit)."""
 
     def __init__(self, gym_id: str, obs: str = "state", image_size: int = 64,
-                 render_mode: str | None = "rgb_array", **gym_kwargs: Any):
+                 render_mode: str | None = "rgb_array", episode_steps: int | None = None, **gym_kwargs: Any):
         super().__init__(obs=obs, image_size=image_size, render_mode=render_mode)
+        if episode_steps is not None and (isinstance(episode_steps, bool) or not isinstance(episode_steps, int)
+                                          or episode_steps < 1):
+            raise ValueError(f"episode_steps must be an int >= 1, got {episode_steps!r}")
         self.gym_id = gym_id
         self._env = gym.make(gym_id, disable_env_checker=True, **gym_kwargs).unwrapped
         self._data = self._env.data
-        self.episode_steps = int(gym.spec(gym_id).max_episode_steps or 1000)
+        # the time limit `envs.make` applies: Gymnasium's registered max_episode_steps unless given
+        self.episode_steps = episode_steps or int(gym.spec(gym_id).max_episode_steps or 1000)
         self.metadata = {**self.metadata, "render_fps": self._env.metadata.get("render_fps", 30)}
         self._measure = _MEASUREMENTS.get(gym_id.split("-v")[0])
         self.measurement_keys = tuple(self._info({})["measurements"])

@@ -237,3 +237,27 @@ def test_world_model_trains_its_reward_head_into_the_latent_and_its_critic_on_de
         model.loss(obs, actions, rewards=rewards[:, :2], terminals=terminals)
     with pytest.raises(ValueError, match="reward_hidden must be an int >= 0"):
         WorldModelConfig(obs_dim=4, action_dim=2, reward_hidden=-1).validate()
+
+
+def test_gymnasium_terminations_are_stored_as_terminal_and_time_limits_are_not(tmp_path):
+    """Hopper falls within a few dozen random steps (terminated); a 30-step time limit truncates
+    the episodes that do not fall. Only the former mark their last action terminal."""
+    from agent.launch import load_launch
+    from agent.trainer import Trainer
+
+    cfg = load_launch("launch/cartpole-swingup.yaml", [
+        "env.id=gym/Hopper-v5", "env.action_repeat=1", "env.kwargs={episode_steps: 30}", "training.steps=300",
+        "training.seed_steps=300", "training.eval_every=0", "training.checkpoint_every=0", "training.batch_size=16",
+        "world_model.latent_dim=8", "world_model.hidden_dim=16", "world_model.reward_hidden=8",
+        "world_model.policy_hidden=8", f"run_dir={tmp_path / 'hop'}"])
+    trainer = Trainer(cfg, progress=False)
+    trainer.train()
+    state = trainer.replay.state_dict()
+    ends = np.cumsum(state["episode_lengths"]) - 2  # the slot of each episode's last action
+    lengths = state["episode_lengths"] - 1
+    terminal = state["terminals"].astype(bool)
+    assert terminal.sum() == terminal[ends].sum()  # only last actions can be terminal
+    full = lengths[:-1] == 30  # the last episode may be cut by the training budget
+    assert full.any() and (~full).any()
+    np.testing.assert_array_equal(terminal[ends[:-1]], ~full)  # fell: terminal; timed out: not
+    assert np.abs(state["rewards"][ends]).min() > 0  # Hopper pays a healthy reward every step
