@@ -55,7 +55,7 @@ def make_guardrails(cfg: LaunchConfig, model: JEPAWorldModel) -> GuardrailSet | 
     heads the guardrails read are evaluated: the constraint runs on every candidate of every iteration."""
     if not cfg.guardrails:
         return None
-    rails = GuardrailSet(cfg.guardrails, model.readout, model.readout_keys)
+    rails = GuardrailSet(cfg.guardrails, model.readout, model.readout_keys, horizon=cfg.guardrail_horizon)
     rails.readout = partial(model.readout, keys=rails.measurement_keys)
     return rails
 

@@ -130,4 +130,5 @@ def calibrate(env: gym.Env, actor: MPCActor, episodes: int, quantile: float = 0.
     finally:
         actor.guardrails.errors = saved
     mask = None if near is None else partial(actor.guardrails.near, radius=near)
-    return readout_errors(actor.model, runs, actor.planner.horizon, quantile, keys, mask, counts)
+    horizon = min(actor.planner.horizon, actor.guardrails.horizon or actor.planner.horizon)  # the steps checked
+    return readout_errors(actor.model, runs, horizon, quantile, keys, mask, counts)

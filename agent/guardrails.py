@@ -308,7 +308,10 @@ class GuardrailSet:
     """
 
     def __init__(self, guardrails: list[dict[str, Any] | Guardrail], readout: Readout,
-                 readout_keys: tuple[str, ...] | list[str]) -> None:
+                 readout_keys: tuple[str, ...] | list[str], horizon: int | None = None) -> None:
+        if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1):
+            raise ValueError(f"guardrail horizon must be an int >= 1 or None, got {horizon!r}")
+        self.horizon = horizon  # check only the first `horizon` predicted steps (None: all)
         self.guardrails = [make_guardrail(g) for g in guardrails]
         if not self.guardrails:
             raise ValueError("a GuardrailSet needs at least one guardrail")
@@ -343,7 +346,10 @@ class GuardrailSet:
         return out
 
     def per_guardrail(self, z: Tensor, actions: Tensor) -> dict[str, Tensor]:
-        """{"<i>:<type>": violation [N, H]} for latents z [N, H, D] and actions [N, H, A]."""
+        """{"<i>:<type>": violation [N, H']} for latents z [N, H, D] and actions [N, H, A], over the
+        first H' = min(H, horizon) predicted steps."""
+        if self.horizon is not None:
+            z, actions = z[:, : self.horizon], actions[:, : self.horizon]
         m = self.readout(z)
         return {f"{i}:{g.type_name}": g.violation(m, actions, self.last_action, self.errors)
                 for i, g in enumerate(self.guardrails)}

@@ -96,6 +96,10 @@ class LaunchConfig:
     # "hard": constraints (feasible plans first, fallback otherwise); "soft": the baseline that only
     # adds their violation to the cost as the term guardrail_penalty (weight cost.guardrail_penalty)
     guardrail_mode: str = "hard"
+    # Check guardrails on the first N predicted steps only (None: the whole planning horizon). The
+    # readout error grows with the step, and widened that far the zones can close every path; the
+    # steps beyond N still count in the cost, and the plan is re-checked at every step.
+    guardrail_horizon: int | None = None
     training: TrainingSection = field(default_factory=TrainingSection)
     seed: int = 0
     device: str = "auto"
@@ -216,6 +220,8 @@ def _check_ranges(obj: Any, path: tuple[str, ...], source: str) -> None:
         unknown = sorted(set(obj.cost) - set(TERM_NAMES))
         if unknown:
             raise ValueError(f"{source}: unknown cost term(s) {unknown} in 'cost' (valid: {sorted(TERM_NAMES)})")
+        if obj.guardrail_horizon is not None and obj.guardrail_horizon < 1:
+            raise bad("guardrail_horizon", "must be an int >= 1 or null")
         if obj.guardrail_mode not in GUARDRAIL_MODES:
             raise bad("guardrail_mode", f"must be one of {GUARDRAIL_MODES}")
         for term, weight in obj.cost.items():
@@ -298,7 +304,7 @@ def load_launch(path: str | Path, overrides: list[str] | dict | None = None) -> 
 
 
 #: what may change at evaluation time without retraining (the world model and its inputs may not)
-EVAL_OVERRIDABLE = ("guardrails", "guardrail_mode", "cost", "env.kwargs", "planner", "training.replan_every")
+EVAL_OVERRIDABLE = ("guardrails", "guardrail_mode", "guardrail_horizon", "cost", "env.kwargs", "planner", "training.replan_every")
 
 
 def eval_overrides(cfg: LaunchConfig, overrides: list[str] | None) -> LaunchConfig:

@@ -166,6 +166,9 @@ def test_guardrails_set_at_evaluation_time_report_confusion_and_fallbacks(traine
                  "--json"]) == 0
     near = json.loads(capsys.readouterr().out)
     assert near["calibration_near"] == 0.3 and len(near["calibration_samples"]["agent_xy"]) == 4
+    assert main(["eval", str(trained_run), rail, "guardrail_horizon=2", "--episodes", "1", "--calibrate", "1",
+                 "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["readout_error_bound"]["agent_xy"]) == 2  # the steps checked
     assert main(["eval", str(trained_run), rail, "--episodes", "2", "--per-episode", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [e["seed"] for e in listed["per_episode"]] == [1_000_000, 1_000_001]

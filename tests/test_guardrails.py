@@ -293,6 +293,17 @@ def test_calibration_near_the_zones_measures_the_error_where_it_can_cause_a_viol
     assert counts["xy"] == [4 * 298] * 3 and float(few["xy"].min()) == pytest.approx(0.5)  # 298 < 999 needed
 
 
+def test_a_guardrail_horizon_checks_only_the_first_steps():
+    rails = GuardrailSet([{"type": "keep_out", "key": "xy", "center": [0, 0], "radius": 1.0}],
+                         readout=lambda z: {"xy": z}, readout_keys=("xy",), horizon=2)
+    z = _traj((2.0, 0.0), (1.5, 0.0), (0.0, 0.0))  # only the third step is inside
+    assert rails.per_step(z, NO_ACTIONS).shape == (1, 2) and float(rails(z, NO_ACTIONS)) == 0.0
+    rails.horizon = None
+    assert float(rails(z, NO_ACTIONS)) == 1.0
+    with pytest.raises(ValueError, match="guardrail horizon must be an int >= 1"):
+        GuardrailSet(rails.to_list(), readout=lambda z: {"xy": z}, readout_keys=("xy",), horizon=0)
+
+
 def test_planner_benchmark_times_each_cell_with_and_without_guardrails(tmp_path):
     """`python -m planners.benchmark --guardrails` reports the planning overhead of hard constraints."""
     from planners.benchmark import main
