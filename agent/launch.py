@@ -304,7 +304,8 @@ def load_launch(path: str | Path, overrides: list[str] | dict | None = None) -> 
 
 
 #: what may change at evaluation time without retraining (the world model and its inputs may not)
-EVAL_OVERRIDABLE = ("guardrails", "guardrail_mode", "guardrail_horizon", "cost", "env.kwargs", "planner", "training.replan_every")
+EVAL_OVERRIDABLE = ("guardrails", "guardrail_mode", "guardrail_horizon", "cost", "env.kwargs", "planner",
+                    "training.replan_every")
 
 
 def eval_overrides(cfg: LaunchConfig, overrides: list[str] | None) -> LaunchConfig:
