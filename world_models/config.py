@@ -85,23 +85,17 @@ class WorldModelConfig:
     def validate(self) -> None:
         """Raise ValueError naming the first bad field; the trainer fills obs/action dims first."""
         positive = ("obs_dim", "action_dim", "latent_dim", "hidden_dim", "encoder_layers", "predictor_layers",
-                    "train_horizon", "readout_hidden")
-        if isinstance(self.policy_hidden, bool) or not isinstance(self.policy_hidden, int) or self.policy_hidden < 0:
-            raise ValueError(f"WorldModelConfig.policy_hidden must be an int >= 0, got {self.policy_hidden!r}")
+                    "train_horizon", "readout_hidden", "critics", "policy_horizon")
+        for name in ("value_hidden", "reward_hidden", "policy_hidden"):  # 0 = no such head
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"WorldModelConfig.{name} must be an int >= 0, got {value!r}")
         if self.policy_hidden > 0 and self.reward_hidden == 0:
             raise ValueError("WorldModelConfig.policy_hidden > 0 needs reward_hidden > 0: the policy maximises the "
                              "predicted return")
-        if not isinstance(self.policy_horizon, int) or self.policy_horizon < 1:
-            raise ValueError(f"WorldModelConfig.policy_horizon must be an int >= 1, got {self.policy_horizon!r}")
-        for name in ("reward_hidden", "critics"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "critics" else 0):
-                raise ValueError(f"WorldModelConfig.{name} must be an int >= {int(name == 'critics')}, got {value!r}")
         if not 0.0 < self.gamma < 1.0 or not 0.0 < self.critic_tau <= 1.0:
             raise ValueError(f"WorldModelConfig.gamma must be in (0, 1) and critic_tau in (0, 1], "
                              f"got {self.gamma}, {self.critic_tau}")
-        if not isinstance(self.value_hidden, int) or self.value_hidden < 0:
-            raise ValueError(f"WorldModelConfig.value_hidden must be an int >= 0, got {self.value_hidden!r}")
         p_current, p_future = self.value_p_current, self.value_p_future
         if not (p_current >= 0 and p_future >= 0 and p_current + p_future <= 1):
             raise ValueError(f"WorldModelConfig.value_p_current + value_p_future must be probabilities summing to "
