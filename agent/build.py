@@ -15,6 +15,7 @@ from agent.actor import MPCActor, policy_proposal
 from agent.cost import CRITIC_TERM, PENALTY_TERM, TASK_TERM, VALUE_TERM, CostModule
 from agent.guardrails import GuardrailSet
 from agent.launch import LaunchConfig
+from planners.hierarchical import HierarchicalPlanner, HierarchyConfig
 from planners.registry import make_planner
 from world_models.config import WorldModelConfig
 from world_models.jepa import JEPAWorldModel
@@ -92,5 +93,26 @@ def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device
     cost.task = model.task
     if model.policy is not None:  # the mode-1 policy proposes candidates and each episode's first plan
         plan.proposal = policy_proposal(model, plan.horizon)
+    if cfg.hierarchy is not None:  # subgoals over a landmark graph; flat until build_landmarks is called
+        if model.value is None:
+            raise ValueError("hierarchy needs the learned cost-to-go that joins its landmarks: set "
+                             "world_model.value_hidden > 0 when training")
+        plan = HierarchicalPlanner(plan, HierarchyConfig(**cfg.hierarchy), steps=model.cost_to_go,
+                                   coarse=model.coarse, seed=cfg.seed)
     return MPCActor(model, plan, cost, replan_every=cfg.training.replan_every, device=device,
                     guardrails=None if soft else guardrails, fallback=fallback, mode=mode)
+
+
+@torch.no_grad()
+def build_landmarks(actor: MPCActor, observations: np.ndarray | torch.Tensor, limit: int = 5000,
+                    seed: int = 0) -> int:
+    """Give a hierarchical actor its landmark graph from observations the agent visited (at most
+    ``limit`` of them, drawn evenly): encoded, farthest-point sampled, pruned by the guardrails.
+    Returns the number of landmarks (0: the actor does not plan hierarchically)."""
+    if not isinstance(actor.planner, HierarchicalPlanner):
+        return 0
+    obs = torch.as_tensor(np.asarray(observations), dtype=torch.float32)
+    if obs.shape[0] > limit:
+        obs = obs[torch.randperm(obs.shape[0], generator=torch.Generator().manual_seed(seed))[:limit]]
+    latents = torch.cat([actor.model.encode(chunk.to(actor.device)) for chunk in obs.split(1024)])
+    return len(actor.planner.build_graph(latents, constraint=actor.guardrails))

@@ -145,6 +145,11 @@ def _load_actor(args: argparse.Namespace):
         calibration = {"calibration_episodes": args.calibrate, "quantile": args.quantile,
                        "calibration_near": args.calibrate_near, "calibration_samples": counts,
                        "readout_error_bound": {k: [round(float(x), 5) for x in v] for k, v in errors.items()}}
+    if cfg.hierarchy is not None and args.mode == "plan":  # landmarks from the checkpoint's own replay
+        from agent.build import build_landmarks
+        from agent.snapshot import replay_observations
+
+        build_landmarks(actor, replay_observations(path), seed=args.seed)
     return cfg, env, actor, calibration
 
 

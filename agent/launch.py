@@ -25,6 +25,7 @@ import yaml
 
 from agent.cost import TERM_NAMES
 from agent.guardrails import make_guardrail
+from planners.hierarchical import HierarchyConfig
 
 OBS_MODES = ("state", "pixels")
 GUARDRAIL_MODES = ("hard", "soft")
@@ -82,6 +83,9 @@ class TrainingSection:
     exploration_noise: float = 0.3   # std of Gaussian noise added to planned actions while training
     replan_every: int = 1            # execute this many planned actions before replanning
     episode_steps: int | None = None  # None: the env's own time limit
+    # With a hierarchy: the share of training episodes that head for the least visited landmark
+    # instead of the task's goal (exploration toward what the agent has barely seen).
+    explore_frontier: float = 0.0
 
 
 @dataclass
@@ -100,6 +104,10 @@ class LaunchConfig:
     # readout error grows with the step, and widened that far the zones can close every path; the
     # steps beyond N still count in the cost, and the plan is re-checked at every step.
     guardrail_horizon: int | None = None
+    # Hierarchical planning (planners.hierarchical.HierarchyConfig: landmarks, max_edge, reach,
+    # replan_every): subgoals routed over a landmark graph of visited latents, the planner above
+    # going to the current one. Needs the learned cost-to-go (world_model.value_hidden > 0). None: flat.
+    hierarchy: dict[str, Any] | None = None
     training: TrainingSection = field(default_factory=TrainingSection)
     seed: int = 0
     device: str = "auto"
@@ -212,6 +220,8 @@ def _check_ranges(obj: Any, path: tuple[str, ...], source: str) -> None:
                 raise bad(key, f"must be >= {low}")
         if obj.episode_steps is not None and obj.episode_steps < 1:
             raise bad("episode_steps", "must be >= 1 or null")
+        if not 0.0 <= obj.explore_frontier <= 1.0:
+            raise bad("explore_frontier", "must be in [0, 1]")
     elif isinstance(obj, LaunchConfig):
         if not _NAME.match(obj.name):
             raise bad("name", "must be letters, digits, '_', '.', '-' (it names the run directory)")
@@ -222,6 +232,14 @@ def _check_ranges(obj: Any, path: tuple[str, ...], source: str) -> None:
             raise ValueError(f"{source}: unknown cost term(s) {unknown} in 'cost' (valid: {sorted(TERM_NAMES)})")
         if obj.guardrail_horizon is not None and obj.guardrail_horizon < 1:
             raise bad("guardrail_horizon", "must be an int >= 1 or null")
+        if obj.training.explore_frontier > 0 and obj.hierarchy is None:
+            raise ValueError(f"{source}: 'training.explore_frontier' heads for landmarks: it needs a 'hierarchy'")
+        if obj.hierarchy is not None:
+            try:
+                HierarchyConfig(**obj.hierarchy)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{source}: 'hierarchy': {err} (valid keys: "
+                                 f"{', '.join(f.name for f in dataclasses.fields(HierarchyConfig))})") from None
         if obj.guardrail_mode not in GUARDRAIL_MODES:
             raise bad("guardrail_mode", f"must be one of {GUARDRAIL_MODES}")
         for term, weight in obj.cost.items():
@@ -305,7 +323,7 @@ def load_launch(path: str | Path, overrides: list[str] | dict | None = None) -> 
 
 #: what may change at evaluation time without retraining (the world model and its inputs may not)
 EVAL_OVERRIDABLE = ("guardrails", "guardrail_mode", "guardrail_horizon", "cost", "env.kwargs", "planner",
-                    "training.replan_every")
+                    "training.replan_every", "hierarchy")
 
 
 def eval_overrides(cfg: LaunchConfig, overrides: list[str] | None) -> LaunchConfig:

@@ -204,6 +204,10 @@ class EpisodeReplay:
         return {"obs": self._obs[slot], "next_obs": self._obs[(slot + 1) % self.capacity],
                 "goal_obs": self._obs[goal % self.capacity], "reached": reached}
 
+    def observations(self) -> np.ndarray:
+        """Every stored observation, oldest first (e.g. the landmarks' candidates)."""
+        return self._obs[self._ordered_slots()]
+
     # ------------------------------------------------------------------ persistence
     def _ordered_slots(self) -> np.ndarray:
         return (self._tail + np.arange(self._used)) % self.capacity

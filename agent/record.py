@@ -1,4 +1,5 @@
-"""Rollout videos: the camera frame with the planned trajectory drawn into the scene.
+"""Rollout videos: the camera frame with the planned trajectory (and, planning hierarchically, the
+subgoals) drawn into the scene.
 
 The plan is drawn from the world model's own readout of its predicted latents (e.g. where it
 believes the agent will be), so the picture shows what the agent imagines, next to what
@@ -40,6 +41,25 @@ def plan_markers(actor: MPCActor, radius: float) -> list[tuple[np.ndarray, tuple
             for i, (x, y) in enumerate(xy)]
 
 
+def subgoal_markers(actor: MPCActor, radius: float) -> list[tuple[np.ndarray, tuple, float]]:
+    """Hierarchical planning, read out like the plan: the current subgoal (large magenta), the
+    subgoals still on the route (small magenta) and where the coarse model predicts k steps toward
+    the subgoal lead (violet)."""
+    plan = actor.last_plan
+    heads = getattr(actor.model, "readout_keys", None) or ()
+    key = next((k for k in POSITION_KEYS if k in heads), None)
+    if plan is None or key is None or "subgoal" not in plan.info:
+        return []
+    route = list(getattr(actor.planner, "route", []))[1:]
+    latents = [(plan.info["subgoal"], (1.0, 0.1, 0.8, 0.9), 2.0 * radius)]
+    latents += [(z, (1.0, 0.3, 0.9, 0.6), radius) for z in route]
+    if "coarse_next" in plan.info:
+        latents.append((plan.info["coarse_next"], (0.5, 0.2, 1.0, 0.9), 1.5 * radius))
+    with torch.no_grad():
+        xy = actor.model.readout(torch.stack([z for z, _, _ in latents]))[key][:, :2].cpu().numpy()
+    return [(np.array([x, y, MARKER_HEIGHT]), rgba, r) for (x, y), (_, rgba, r) in zip(xy, latents, strict=True)]
+
+
 def zone_markers(actor: MPCActor) -> list[tuple[np.ndarray, tuple, float]]:
     """A thin translucent floor disc per planar disc guardrail (keep-out red-orange, speed zones orange)."""
     markers = []
@@ -70,7 +90,7 @@ def record(env: gym.Env, actor: MPCActor, episodes: int, out: str | Path, size: 
     zones = zone_markers(actor)
 
     def on_step(env: gym.Env, actor: MPCActor, info: dict) -> None:
-        frame = base.render_frame(size, size, zones + plan_markers(actor, radius))
+        frame = base.render_frame(size, size, zones + plan_markers(actor, radius) + subgoal_markers(actor, radius))
         violated = any(bool(v) for v in info.get("safety", {}).values())
         frames.append(red_border(frame) if violated else frame)
 

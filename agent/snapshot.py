@@ -25,6 +25,26 @@ def _split(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Ten
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
+def _restore_model(model: JEPAWorldModel, tensors: dict[str, torch.Tensor], path: Path | str) -> None:
+    """Load the checkpoint's model tensors, refusing by name a set that this code's model does not have
+    (a checkpoint from another version of the world model, e.g. before the Q critic)."""
+    try:
+        model.load_state_dict(_split(tensors, "model."))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise ValueError(f"checkpoint {path} does not fit this version's world model (written by another "
+                         f"version or with other world_model settings): {' '.join(first[:3])}") from exc
+
+
+def _world_model_config(config: dict[str, Any], path: Path | str) -> WorldModelConfig:
+    known = {f.name for f in dataclasses.fields(WorldModelConfig)}
+    unknown = sorted(set(config["world_model"]) - known)
+    if unknown:
+        raise ValueError(f"checkpoint {path} was written by another version: world_model setting(s) {unknown} "
+                         f"are unknown here")
+    return WorldModelConfig(**config["world_model"])
+
+
 def save_training_state(trainer: Trainer, path: Path) -> Path:
     tensors: dict[str, Any] = {f"model.{k}": v.detach().cpu() for k, v in trainer.model.state_dict().items()}
     optim = trainer.optim.state_dict()
@@ -50,7 +70,7 @@ def load_training_state(trainer: Trainer, path: Path) -> None:
     if config["launch"]["env"]["id"] != trainer.cfg.env.id:
         raise ValueError(f"checkpoint {path} is for env {config['launch']['env']['id']!r}, "
                          f"not {trainer.cfg.env.id!r}")
-    trainer.model.load_state_dict(_split(tensors, "model."))
+    _restore_model(trainer.model, tensors, path)
     optim_state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in _split(tensors, "optim.").items():
         index, name = key.split(".", 1)
@@ -76,7 +96,16 @@ def load_agent(path: str | Path, device: torch.device) -> tuple[LaunchConfig, JE
     """The launch config and the trained world model of a checkpoint (for eval / record)."""
     tensors, config = load_checkpoint(path, kind=KIND)
     cfg = LaunchConfig.from_dict(config["launch"])
-    model = JEPAWorldModel(WorldModelConfig(**config["world_model"])).to(device)
-    model.load_state_dict(_split(tensors, "model."))
+    model = JEPAWorldModel(_world_model_config(config, path)).to(device)
+    _restore_model(model, tensors, path)
     model.eval()
     return cfg, model
+
+
+def replay_observations(path: str | Path) -> torch.Tensor:
+    """The observations stored in a checkpoint's replay (the hierarchical planner's landmarks come
+    from them)."""
+    tensors, _ = load_checkpoint(path, kind=KIND)
+    if "replay.obs" not in tensors:
+        raise ValueError(f"checkpoint {path} holds no replay observations to draw landmarks from")
+    return tensors["replay.obs"]

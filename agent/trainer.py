@@ -20,7 +20,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from agent.actor import episode_goal
-from agent.build import env_dims, make_actor, make_env, world_model_config
+from agent.build import build_landmarks, env_dims, make_actor, make_env, world_model_config
 from agent.checkpoint import checkpoint_dir, latest_checkpoint
 from agent.device import resolve_device, seed_everything
 from agent.evaluate import EVAL_SEED_BASE, evaluate
@@ -89,12 +89,15 @@ class Trainer:
             sampled = self.replay.sample_goals(self.cfg.training.batch_size, self.rng, self.wm_cfg.value_p_current,
                                                self.wm_cfg.value_p_future)
             goals = {k: torch.as_tensor(v, device=self.device) for k, v in sampled.items()}  # the loss casts
-        task = {}
+        extra = {}
         if self.model.task is not None:  # reward tasks: the reward head and critic learn from the rewards
-            task = {"rewards": tensor(batch["rewards"]),
-                    "terminals": torch.as_tensor(batch["terminals"], device=self.device)}
+            extra = {"rewards": tensor(batch["rewards"]),
+                     "terminals": torch.as_tensor(batch["terminals"], device=self.device)}
+        if self.model.coarse is not None:  # the coarse model learns from windows of 2k steps
+            extra["coarse_obs"] = tensor(self.replay.sample(self.cfg.training.batch_size, 2 * self.wm_cfg.coarse_k,
+                                                           self.rng)["obs"])
         metrics = self.model.train_step(self.optim, tensor(batch["obs"]), tensor(batch["actions"]), measurements,
-                                        diagnostics=diagnose, goals=goals, **task)
+                                        diagnostics=diagnose, goals=goals, **extra)
         if diagnose:
             self._diagnostics = {k: v for k, v in metrics.items() if k.startswith("latent/")}
         self.model.eval()
@@ -133,7 +136,10 @@ class Trainer:
         # Training episodes are seeded below EVAL_SEED_BASE, evaluation episodes at or above it.
         obs, info = self.env.reset(seed=(self.cfg.seed * 100_003 + self.episode) % EVAL_SEED_BASE)
         if not seeding:
+            landmarks = build_landmarks(self.actor, self.replay.observations(), seed=self.episode)  # hierarchy only
             self.actor.reset(episode_goal(self.env, self.actor))
+            if landmarks and self.rng.random() < t.explore_frontier:  # explore: head for the least visited
+                self.actor.cost.set_goal(self.actor.planner.frontier())
         observations, actions, rewards = [obs], [], []
         measurements = {k: [v] for k, v in info.get("measurements", {}).items()}
         terminated = truncated = False
@@ -202,6 +208,7 @@ class Trainer:
             writer.add_scalar(k, v, self.step)
 
     def _evaluate(self, writer: SummaryWriter) -> dict[str, Any]:
+        build_landmarks(self.actor, self.replay.observations())  # hierarchical only
         result = evaluate(self.eval_env, self.actor, self.cfg.training.eval_episodes, seed=0)
         result = {"step": self.step, **result}
         self.history.append(result)

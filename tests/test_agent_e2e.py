@@ -115,6 +115,19 @@ def test_corrupt_and_foreign_checkpoints_are_refused(trained_run, tmp_path, caps
     assert main(["eval", str(foreign), "--episodes", "1"]) == 2
     assert "oda checkpoint" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "missing"), "--episodes", "1"]) == 2
+    # checkpoints of another version of the world model: an unknown setting, tensors that do not fit
+    older = tmp_path / "older"
+    shutil.copytree(trained_run / "step_00000240", older)
+    config = json.loads((older / "config.json").read_text())
+    config["world_model"]["policy_horizon"] = 3
+    (older / "config.json").write_text(json.dumps(config))
+    assert main(["eval", str(older), "--episodes", "1"]) == 2
+    assert "setting(s) ['policy_horizon'] are unknown here" in capsys.readouterr().err
+    config["world_model"].pop("policy_horizon")
+    config["world_model"]["hidden_dim"] *= 2
+    (older / "config.json").write_text(json.dumps(config))
+    assert main(["eval", str(older), "--episodes", "1"]) == 2
+    assert "does not fit this version's world model" in capsys.readouterr().err
 
 
 def test_benchmark_writes_results_table_and_plots(tmp_path, capsys):

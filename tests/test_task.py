@@ -19,11 +19,13 @@ GAMMA = 0.9
 
 def train_critic(buf: EpisodeReplay, latent_dim: int, steps: int = 800, seed: int = 0,
                  gamma: float = GAMMA) -> TaskHeads:
-    """TaskHeads on latents that are the observations themselves, trained on replay windows."""
+    """TaskHeads on latents that are the observations themselves, trained on replay windows as the
+    world model trains them: reward head and critic by their losses, the policy up the critic."""
     torch.manual_seed(seed)
     heads = TaskHeads(latent_dim, 1, 64, critics=2, gamma=gamma, tau=0.05)
     optim = torch.optim.Adam(heads.parameters(), lr=3e-3)
     rng = np.random.default_rng(seed)
+    policy_params = list(heads.policy.parameters())
     for _ in range(steps):
         b = buf.sample(128, 3, rng)
         z = torch.as_tensor(b["obs"])
@@ -31,6 +33,9 @@ def train_critic(buf: EpisodeReplay, latent_dim: int, steps: int = 800, seed: in
                                                  torch.as_tensor(b["rewards"]), torch.as_tensor(b["terminals"]))
         optim.zero_grad()
         (reward_loss + critic_loss).backward()
+        policy_loss, _ = heads.policy_loss(z[:, :-1])
+        for p, g in zip(policy_params, torch.autograd.grad(policy_loss, policy_params), strict=True):
+            p.grad = g
         optim.step()
         heads.update_target()
     return heads
@@ -52,8 +57,8 @@ def test_critic_learns_a_chain_value_and_never_bootstraps_through_a_terminal_sta
     for _ in range(150):
         start = int(rng.integers(cells))
         path = list(range(start, cells)) + [0]  # the terminal cell looks like cell 0
-        buf.add_episode(eye[path], np.zeros((len(path) - 1, 1), np.float32), rewards=np.ones(len(path) - 1),
-                        terminated=True)
+        buf.add_episode(eye[path], rng.uniform(-1, 1, (len(path) - 1, 1)).astype(np.float32),
+                        rewards=np.ones(len(path) - 1), terminated=True)
     heads = train_critic(buf, cells)
     with torch.no_grad():
         values = heads.value(torch.eye(cells)).numpy()
@@ -73,11 +78,25 @@ def test_critic_bootstraps_through_time_limit_truncations():
     for _ in range(200):
         start = int(rng.integers(cells))
         path = [(start + t) % cells for t in range(9)]
-        buf.add_episode(eye[path], np.zeros((8, 1), np.float32), rewards=np.ones(8), terminated=False)
+        buf.add_episode(eye[path], rng.uniform(-1, 1, (8, 1)).astype(np.float32), rewards=np.ones(8),
+                        terminated=False)
     heads = train_critic(buf, cells, steps=1200)
     with torch.no_grad():
         values = heads.value(torch.eye(cells)).numpy()
     np.testing.assert_allclose(values, 1 / (1 - GAMMA), rtol=0.1)
+
+
+def test_td_targets_stay_within_the_returns_that_the_rewards_allow():
+    """A target critic gone wild (values of 1e6) cannot lift the TD targets above max(r) / (1 - gamma)."""
+    heads = TaskHeads(4, 1, 16, critics=2, gamma=0.9)
+    with torch.no_grad():
+        for head in heads.target_critic:
+            head[-1].bias.fill_(float(symlog(torch.tensor(1e6))))
+    z, actions = torch.randn(8, 4, 4), torch.rand(8, 3, 1)
+    rewards = torch.rand(8, 3)
+    _, _, logs = heads.loss(z, z[:, 1:], actions, rewards, torch.zeros(8, 3, dtype=torch.bool))
+    assert float(logs["critic/target_mean"]) <= float(rewards.max()) / (1 - 0.9) + 1e-4
+    assert float(heads.reward_high) == float(rewards.max()) and float(heads.reward_low) == 0.0
 
 
 class Line:
@@ -165,26 +184,22 @@ def test_reward_task_trains_and_evaluates_in_both_modes_through_the_cli(tmp_path
     assert "only plans are checked" in capsys.readouterr().err
 
 
-def test_the_policy_learns_to_ascend_the_predicted_return_and_proposes_plans():
-    """On the line with a known reward (x itself) and no critic signal, the policy learns to push
-    right; as the planner's proposal it seeds the first plan and some candidates."""
+def test_the_policy_learns_to_ascend_the_critic_and_proposes_plans():
+    """With a known critic that pays for pushing right (Q = a), the policy learns to push right
+    from every latent; as the planner's proposal it seeds the first plan and some candidates."""
     torch.manual_seed(0)
-    heads = TaskHeads(1, 1, 16, critics=1, gamma=0.9)
-    for p in heads.parameters():
-        p.requires_grad_(False)
-    heads.reward = lambda z, a: z[..., 0]  # reward = position after the step
-    heads.value = lambda z, target=False: torch.zeros(z.shape[:-1])
-    from world_models.task import Policy
-
-    policy = Policy(1, 1, 32, horizon=3)
+    heads = TaskHeads(1, 1, 16, critics=1, gamma=0.9, policy_hidden=32)
+    heads.q = lambda z, a: a[..., 0] + 2.0
+    heads.reward = lambda z, a: z[..., 0]  # reward = position after the step (for the plan below)
+    policy = heads.policy
     optim = torch.optim.Adam(policy.parameters(), lr=1e-2)
-    step = lambda z, a: z + 0.1 * a  # noqa: E731
     for _ in range(200):
-        loss, _ = policy.loss(torch.randn(64, 1), step, heads)
+        loss, _ = heads.policy_loss(torch.randn(64, 1))
         optim.zero_grad()
         loss.backward()
         optim.step()
     assert float(policy(torch.randn(100, 1)).detach().min()) > 0.9  # full right everywhere
+    step = lambda z, a: z + 0.1 * a  # noqa: E731
 
     from agent.actor import policy_proposal
 

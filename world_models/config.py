@@ -49,18 +49,19 @@ class WorldModelConfig:
     value_p_current: float = 0.1  # goal = the state itself (the TD anchor: 0 steps)
     value_p_future: float = 0.6   # goal = a later state of the same episode (uniform); else any stored state
     # Reward tasks (world_models.task.TaskHeads): a reward head r(z_{t+1}, a_t) whose loss also
-    # shapes the latent (weight ``reward_weight``), and a critic ensemble V(z) trained by TD on
-    # detached latents. 0 hidden units = none (goal tasks need no reward).
+    # shapes the latent (weight ``reward_weight``), a critic ensemble Q(z, a) trained by TD on
+    # detached latents, and the mode-1 policy that ascends it (``policy_hidden`` units; 0 = as many
+    # as ``reward_hidden``). 0 reward units = none of them (goal tasks need no reward).
     reward_hidden: int = 0
     reward_weight: float = 1.0
-    critics: int = 2
+    critics: int = 5
     critic_weight: float = 1.0
     gamma: float = 0.99
     critic_tau: float = 0.01
-    # The mode-1 actor (world_models.task.Policy): 0 hidden units = none. Trained to maximise the
-    # predicted return over ``policy_horizon`` imagined steps plus the critic (needs reward_hidden).
     policy_hidden: int = 0
-    policy_horizon: int = 3
+    # Hierarchical planning (world_models.coarse.CoarseModel): a coarse model of ``coarse_k`` steps
+    # at once, conditioned on a subgoal latent, trained on detached latents. 0 = none.
+    coarse_k: int = 0
     # "bfloat16" runs the training forward/backward under autocast (parameters and optimiser stay
     # float32): about 2x faster updates for hidden widths >= 384 on CPUs with AMX / AVX512-BF16.
     train_precision: str = "float32"
@@ -85,14 +86,14 @@ class WorldModelConfig:
     def validate(self) -> None:
         """Raise ValueError naming the first bad field; the trainer fills obs/action dims first."""
         positive = ("obs_dim", "action_dim", "latent_dim", "hidden_dim", "encoder_layers", "predictor_layers",
-                    "train_horizon", "readout_hidden", "critics", "policy_horizon")
-        for name in ("value_hidden", "reward_hidden", "policy_hidden"):  # 0 = no such head
+                    "train_horizon", "readout_hidden", "critics")
+        for name in ("value_hidden", "reward_hidden", "policy_hidden", "coarse_k"):  # 0 = no such head
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"WorldModelConfig.{name} must be an int >= 0, got {value!r}")
         if self.policy_hidden > 0 and self.reward_hidden == 0:
-            raise ValueError("WorldModelConfig.policy_hidden > 0 needs reward_hidden > 0: the policy maximises the "
-                             "predicted return")
+            raise ValueError("WorldModelConfig.policy_hidden > 0 needs reward_hidden > 0: the policy ascends the "
+                             "reward task's critic")
         if not 0.0 < self.gamma < 1.0 or not 0.0 < self.critic_tau <= 1.0:
             raise ValueError(f"WorldModelConfig.gamma must be in (0, 1) and critic_tau in (0, 1], "
                              f"got {self.gamma}, {self.critic_tau}")

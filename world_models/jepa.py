@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from world_models.coarse import CoarseModel, sample_coarse_windows
 from world_models.config import WorldModelConfig
 from world_models.encoders import make_encoder, mlp
 from world_models.predictor import ResidualPredictor
@@ -93,10 +94,15 @@ class JEPAWorldModel(nn.Module):
             self.value = (GoalValue(cfg.latent_dim, cfg.value_hidden, cfg.value_gamma, cfg.value_expectile,
                                     cfg.value_tau) if cfg.value_hidden > 0 else None)
             self.task = (TaskHeads(cfg.latent_dim, cfg.action_dim, cfg.reward_hidden, cfg.critics, cfg.gamma,
-                                   cfg.critic_tau) if cfg.reward_hidden > 0 else None)
-            self.policy = (Policy(cfg.latent_dim, cfg.action_dim, cfg.policy_hidden, cfg.policy_horizon)
-                           if cfg.policy_hidden > 0 else None)
+                                   cfg.critic_tau, cfg.policy_hidden) if cfg.reward_hidden > 0 else None)
+            self.coarse = CoarseModel(cfg.latent_dim, cfg.hidden_dim, cfg.coarse_k) if cfg.coarse_k > 0 else None
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        self._policy_latents: Tensor | None = None  # the last loss's critic inputs, for the policy's step
+
+    @property
+    def policy(self) -> Policy | None:
+        """The mode-1 policy of a reward task (it lives with the critic that it ascends), else None."""
+        return None if self.task is None else self.task.policy
 
     @property
     def device(self) -> torch.device:
@@ -144,13 +150,14 @@ class JEPAWorldModel(nn.Module):
 
     def loss(self, obs: Tensor, actions: Tensor, measurements: dict[str, Tensor] | None = None,
              diagnostics: bool = True, goals: dict[str, Tensor] | None = None, rewards: Tensor | None = None,
-             terminals: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+             terminals: Tensor | None = None, coarse_obs: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
         """obs [B, T+1, obs_dim], actions [B, T, A], measurements {name: [B, T+1, k]} -> (loss, logs).
 
         Measurements without a readout head are ignored; heads without a measurement add nothing.
         ``goals`` (``obs``, ``next_obs``, ``goal_obs`` [B', obs_dim], ``reached`` [B'] bool, from
         ``EpisodeReplay.sample_goals``) trains the value head on detached online latents.
         ``rewards`` and ``terminals`` [B, T] train the reward head and critic (reward tasks).
+        ``coarse_obs`` [B', W+1, obs_dim] (windows of W >= coarse_k steps) trains the coarse model.
         ``diagnostics`` adds the collapse diagnostics to the logs (an SVD: ~10% of a 1M-parameter
         update on CPU, so trainers compute them only every few updates).
         """
@@ -243,8 +250,16 @@ class JEPAWorldModel(nn.Module):
                                  f"{None if terminals is None else tuple(terminals.shape)}")
             reward_loss, critic_loss, task_logs = self.task.loss(
                 z_all, z_hat, actions, rewards.to(dev, torch.float32), terminals.to(dev, torch.bool))
+            self._policy_latents = torch.cat([z_all[:, :1], z_hat[:, :-1]], dim=1).detach()
             total = total + cfg.reward_weight * reward_loss + cfg.critic_weight * critic_loss
             logged.update(task_logs)
+        if self.coarse is not None and coarse_obs is not None:
+            o_t, o_k, o_j = sample_coarse_windows(coarse_obs.to(dev, torch.float32), cfg.coarse_k)
+            with torch.no_grad():
+                z_t, g, z_k = self.encode(o_t), self.encode(o_j), self.encode_target(o_k)
+            coarse_loss, coarse_logs = self.coarse.loss(z_t, z_k, g)
+            total = total + coarse_loss
+            logged.update(coarse_logs)
         logged["loss/total"] = total
 
         names = list(logged)
@@ -278,7 +293,7 @@ class JEPAWorldModel(nn.Module):
     def train_step(self, optimizer: torch.optim.Optimizer, obs: Tensor, actions: Tensor,
                    measurements: dict[str, Tensor] | None = None, diagnostics: bool = True,
                    goals: dict[str, Tensor] | None = None, rewards: Tensor | None = None,
-                   terminals: Tensor | None = None) -> dict[str, float]:
+                   terminals: Tensor | None = None, coarse_obs: Tensor | None = None) -> dict[str, float]:
         """One gradient step (loss, clip to ``grad_clip``, step) followed by one EMA target update.
 
         The input normaliser is NOT updated here: call ``update_normalizer`` on new experience.
@@ -286,11 +301,12 @@ class JEPAWorldModel(nn.Module):
         self.train()
         precision = torch.bfloat16 if self.cfg.train_precision == "bfloat16" else None
         with torch.autocast(self.device.type, dtype=precision or torch.float32, enabled=precision is not None):
-            loss, logs = self.loss(obs, actions, measurements, diagnostics, goals, rewards, terminals)
+            loss, logs = self.loss(obs, actions, measurements, diagnostics, goals, rewards, terminals, coarse_obs)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.policy is not None and rewards is not None:
-            self._policy_gradient(obs, logs)
+        if self.task is not None and rewards is not None:
+            self._policy_gradient(logs)
+
         if self.cfg.grad_clip > 0:
             # Probes are clipped on their own: a shared norm would let their gradient rescale the encoder's step.
             model_params = [*self.encoder.parameters(), *self.predictor.parameters()]
@@ -301,8 +317,12 @@ class JEPAWorldModel(nn.Module):
                 nn.utils.clip_grad_norm_(self.readout_heads.parameters(), self.cfg.grad_clip)
             if self.value is not None:
                 nn.utils.clip_grad_norm_(self.value.net.parameters(), self.cfg.grad_clip)
+            if self.coarse is not None:
+                nn.utils.clip_grad_norm_(self.coarse.parameters(), self.cfg.grad_clip)
             if self.task is not None:
-                nn.utils.clip_grad_norm_(self.task.parameters(), self.cfg.grad_clip)
+                # the policy's gradient was clipped on its own in _policy_gradient
+                nn.utils.clip_grad_norm_([*self.task.reward_net.parameters(), *self.task.critic.parameters()],
+                                         self.cfg.grad_clip)
         optimizer.step()
         self.update_target()
         if self.value is not None:
@@ -311,18 +331,16 @@ class JEPAWorldModel(nn.Module):
             self.task.update_target()
         return logs
 
-    def _policy_gradient(self, obs: Tensor, logs: dict[str, float]) -> None:
-        """Set the policy's gradients (only its own) to ascend the predicted return, imagined from the
-        first latent of each window (all of them would cost 6x more for little: they are neighbours)."""
-        with torch.no_grad():
-            z0 = self.encode(obs[:, 0].to(self.device, torch.float32))
+    def _policy_gradient(self, logs: dict[str, float]) -> None:
+        """Set the policy's gradients (only its own) to ascend the critic at the policy's actions, on
+        the latents the critic just trained on (the critic's heads are not moved by this loss)."""
         params = list(self.policy.parameters())
-        policy_loss, ret = self.policy.loss(z0, self.predict, self.task)
+        policy_loss, value = self.task.policy_loss(self._policy_latents)
         for p, g in zip(params, torch.autograd.grad(policy_loss, params), strict=True):
             p.grad = g
         if self.cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-        logs["loss/policy"], logs["policy/return"] = float(policy_loss.detach()), float(ret)
+        logs["loss/policy"], logs["policy/value"] = float(policy_loss.detach()), float(value)
 
     @torch.no_grad()
     def update_target(self) -> None:

@@ -1,23 +1,27 @@
-"""Reward tasks: a task-reward head and a critic on the JEPA latent (issue 4).
+"""Reward tasks: a task-reward head, a critic and the mode-1 policy on the JEPA latent (issue 4).
 
 The planner's cost for a task that comes with a reward is the predicted return, negated:
 ``-(sum_t gamma^t r(z_{t+1}, a_t) + gamma^H V(z_H))``, where ``r`` is the reward head (read from
-the predicted latent after each action, and the action) and ``V`` the critic, the discounted
-return expected from a latent state, which lets a short plan aim beyond its horizon.
+the predicted latent after each action, and the action) and ``V(z) = Q(z, pi(z))`` the critic's
+value of a latent state under the policy, which lets a short plan aim beyond its horizon.
 
-Both regress in symlog space (``sign(x) log(1 + |x|)``), so one setting serves rewards of any
-scale (dm_control's [0, 1], Gymnasium's locomotion rewards). The critic is an ensemble of small
-MLPs trained by temporal differences on replay windows: each state's target is the discounted
-reward to the end of its window plus the slowly updated target critic's value there, with no
-bootstrapping past a terminal state (a time-limit truncation is not one). Its value is that of
-the policy that collected the data, i.e. the planner itself, which is what the planner needs at
-the end of its horizon.
+The critic is an ensemble of action-value MLPs ``Q(z, a)``, trained by one-step temporal
+differences on replay windows: ``Q(z_t, a_t) -> r_t + gamma * min_2 Q_target(z_{t+1}, pi(z_{t+1}) + eps)``
+(the minimum over two heads drawn at random from the slowly updated target ensemble, at the
+policy's action plus clipped noise, both against overestimation; the target is clamped to the
+returns that the rewards seen so far allow), with no bootstrapping past a terminal state (a
+time-limit truncation is not one).
+Because the bootstrap follows the policy and the policy ascends Q, the critic estimates the
+value of acting well from a state, not that of the old data's behaviour: a planner that only
+ever spun the cartpole's pole still learns that slowing it at the top is worth more.
 
-The mode-1 actor (``Policy``) maps a latent to an action in one network call. It learns to
-maximise the same predicted return through the world model: from replay latents it imagines
-``horizon`` steps under its own actions and ascends rewards plus the critic's value at the end
-(the world model, reward head and critic are not changed by this loss). The planner uses it to
-propose candidate sequences and a first warm start; ``oda eval --mode reactive`` acts with it alone.
+The mode-1 actor (``Policy``) maps a latent to an action in one network call and is trained to
+maximise ``Q(z, pi(z))`` (mean over the ensemble) on replay latents; only its own parameters
+move. The planner uses its imagined rollouts to propose candidate sequences and a first warm
+start; ``oda eval --mode reactive`` acts with it alone.
+
+Rewards and values regress in symlog space (``sign(x) log(1 + |x|)``), so one setting serves
+rewards of any scale (dm_control's [0, 1], Gymnasium's locomotion rewards).
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from torch import Tensor, nn
 
 from world_models.encoders import mlp
 
+# TD3's target-policy smoothing: Gaussian noise of this std, clipped, on the bootstrap's action
+TARGET_NOISE, TARGET_NOISE_CLIP = 0.2, 0.5
+
 
 def symlog(x: Tensor) -> Tensor:
     return torch.sign(x) * torch.log1p(x.abs())
@@ -39,76 +46,11 @@ def symexp(x: Tensor) -> Tensor:
     return torch.sign(x) * torch.expm1(x.abs())
 
 
-class TaskHeads(nn.Module):
-    """Reward head ``r(z_next, a)`` and critic ensemble ``V(z)`` with an EMA target copy."""
-
-    def __init__(self, latent_dim: int, action_dim: int, hidden_dim: int, critics: int = 2,
-                 gamma: float = 0.99, tau: float = 0.01):
-        super().__init__()
-        if critics < 1:
-            raise ValueError(f"critics must be >= 1, got {critics}")
-        if not 0.0 < gamma < 1.0:
-            raise ValueError(f"gamma must be in (0, 1), got {gamma}")
-        self.gamma, self.tau = gamma, tau
-        self.reward_net = mlp(latent_dim + action_dim, hidden_dim, 1, 1)
-        self.critic = nn.ModuleList(mlp(latent_dim, hidden_dim, 1, 1) for _ in range(critics))
-        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
-
-    def reward(self, z_next: Tensor, actions: Tensor) -> Tensor:
-        """Predicted reward of taking ``actions`` [..., A] that led to ``z_next`` [..., D] -> [...]."""
-        return symexp(self.reward_net(torch.cat([z_next, actions], dim=-1))[..., 0])
-
-    def _values(self, z: Tensor, target: bool) -> Tensor:
-        heads = self.target_critic if target else self.critic
-        return torch.stack([head(z)[..., 0] for head in heads])  # [K, ...] in symlog space
-
-    def value(self, z: Tensor, target: bool = False) -> Tensor:
-        """Discounted return expected from latents z [..., D] -> [...] (ensemble mean)."""
-        return symexp(self._values(z, target)).mean(0)
-
-    def loss(self, z: Tensor, z_pred: Tensor, actions: Tensor, rewards: Tensor, terminals: Tensor
-             ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """(reward loss, critic loss, logs) on one batch of windows.
-
-        z [B, T+1, D]: encoded latents (the reward loss reaches the encoder through them; the
-        critic reads them detached); z_pred [B, T, D]: the predictor's latents from z[:, 0];
-        actions [B, T, A]; rewards [B, T]; terminals [B, T] bool (only a window's last action
-        can be terminal: windows never cross an episode's end).
-        """
-        target_r = symlog(rewards)
-        reward_loss = 0.5 * ((self.reward_net(torch.cat([z[:, 1:], actions], -1))[..., 0] - target_r).pow(2).mean()
-                             + (self.reward_net(torch.cat([z_pred, actions], -1))[..., 0] - target_r).pow(2).mean())
-        steps = rewards.shape[1]
-        with torch.no_grad():
-            # return from each step to the window's end, then the target critic's value there
-            alive = 1.0 - terminals[:, -1].float()
-            bootstrap = alive * self.value(z[:, -1].detach(), target=True)
-            targets = []
-            running = bootstrap
-            for t in reversed(range(steps)):
-                running = rewards[:, t] + self.gamma * running
-                targets.append(running)
-            targets = torch.stack(targets[::-1], dim=1)  # [B, T]
-        values = self._values(z[:, :-1].detach(), target=False)  # [K, B, T], symlog space
-        critic_loss = (values - symlog(targets)).pow(2).mean()
-        logs = {"loss/reward": reward_loss.detach(), "loss/critic": critic_loss.detach(),
-                "critic/value_mean": symexp(values).mean().detach(), "critic/target_mean": targets.mean()}
-        return reward_loss, critic_loss, logs
-
-    @torch.no_grad()
-    def update_target(self) -> None:
-        for p_t, p_o in zip(self.target_critic.parameters(), self.critic.parameters(), strict=True):
-            p_t.lerp_(p_o, self.tau)
-
-
 class Policy(nn.Module):
     """The mode-1 actor: a latent [..., D] -> an action [..., A] in [-1, 1] (tanh)."""
 
-    def __init__(self, latent_dim: int, action_dim: int, hidden_dim: int, horizon: int = 3):
+    def __init__(self, latent_dim: int, action_dim: int, hidden_dim: int):
         super().__init__()
-        if horizon < 1:
-            raise ValueError(f"policy horizon must be >= 1, got {horizon}")
-        self.horizon = horizon
         self.net = mlp(latent_dim, hidden_dim, action_dim, 2)
 
     def forward(self, z: Tensor) -> Tensor:
@@ -128,9 +70,87 @@ class Policy(nn.Module):
             actions.append(a)
         return torch.stack(latents, 1), torch.stack(actions, 1)
 
-    def loss(self, z0: Tensor, step: Callable[[Tensor, Tensor], Tensor], task: TaskHeads) -> tuple[Tensor, Tensor]:
-        """(-predicted return normalised by its own size, the return) from detached start latents z0 [N, D]."""
-        z, a = self.imagine(z0.detach(), step, self.horizon)
-        discount = task.gamma ** torch.arange(self.horizon, device=z.device, dtype=z.dtype)
-        ret = (task.reward(z, a) * discount).sum(-1) + task.gamma ** self.horizon * task.value(z[:, -1])
-        return -ret.mean() / ret.detach().abs().mean().clamp_min(1.0), ret.mean().detach()
+
+class TaskHeads(nn.Module):
+    """Reward head ``r(z_next, a)``, critic ensemble ``Q(z, a)`` with an EMA target copy, and the
+    policy ``pi(z)`` whose actions the critic's values and bootstraps follow."""
+
+    def __init__(self, latent_dim: int, action_dim: int, hidden_dim: int, critics: int = 5,
+                 gamma: float = 0.99, tau: float = 0.01, policy_hidden: int | None = None):
+        super().__init__()
+        if critics < 1:
+            raise ValueError(f"critics must be >= 1, got {critics}")
+        if not 0.0 < gamma < 1.0:
+            raise ValueError(f"gamma must be in (0, 1), got {gamma}")
+        self.gamma, self.tau = gamma, tau
+        self.reward_net = mlp(latent_dim + action_dim, hidden_dim, 1, 1)
+        self.critic = nn.ModuleList(mlp(latent_dim + action_dim, hidden_dim, 1, 1) for _ in range(critics))
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.policy = Policy(latent_dim, action_dim, policy_hidden or hidden_dim)
+        # the smallest and largest reward trained on: they bound every return (see `loss`)
+        self.register_buffer("reward_low", torch.tensor(0.0))
+        self.register_buffer("reward_high", torch.tensor(0.0))
+
+    def reward(self, z_next: Tensor, actions: Tensor) -> Tensor:
+        """Predicted reward of taking ``actions`` [..., A] that led to ``z_next`` [..., D] -> [...]."""
+        return symexp(self.reward_net(torch.cat([z_next, actions], dim=-1))[..., 0])
+
+    def _q(self, z: Tensor, actions: Tensor, target: bool = False) -> Tensor:
+        heads = self.target_critic if target else self.critic
+        za = torch.cat([z, actions], dim=-1)
+        return torch.stack([head(za)[..., 0] for head in heads])  # [K, ...] in symlog space
+
+    def q(self, z: Tensor, actions: Tensor) -> Tensor:
+        """Discounted return expected after taking ``actions`` [..., A] in latents z [..., D] -> [...]."""
+        return symexp(self._q(z, actions)).mean(0)
+
+    def value(self, z: Tensor) -> Tensor:
+        """Discounted return expected from latents z [..., D] acting with the policy -> [...]."""
+        return self.q(z, self.policy(z))
+
+    def _bootstrap(self, z: Tensor) -> Tensor:
+        """The TD target's value of z: the minimum of two random target heads at the policy's action,
+        smoothed by clipped noise (TD3) so that a narrow peak of Q under the policy is not chased."""
+        action = self.policy(z)
+        noise = (TARGET_NOISE * torch.randn_like(action)).clamp(-TARGET_NOISE_CLIP, TARGET_NOISE_CLIP)
+        values = self._q(z, (action + noise).clamp(-1.0, 1.0), target=True)
+        if values.shape[0] > 2:
+            values = values[torch.randperm(values.shape[0], device=z.device)[:2]]
+        return symexp(values.min(0).values)
+
+    def loss(self, z: Tensor, z_pred: Tensor, actions: Tensor, rewards: Tensor, terminals: Tensor
+             ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """(reward loss, critic loss, logs) on one batch of windows.
+
+        z [B, T+1, D]: encoded latents (the reward loss reaches the encoder through them; the
+        critic reads them detached); z_pred [B, T, D]: the predictor's latents from z[:, 0];
+        actions [B, T, A]; rewards [B, T]; terminals [B, T] bool.
+        """
+        target_r = symlog(rewards)
+        reward_loss = 0.5 * ((self.reward_net(torch.cat([z[:, 1:], actions], -1))[..., 0] - target_r).pow(2).mean()
+                             + (self.reward_net(torch.cat([z_pred, actions], -1))[..., 0] - target_r).pow(2).mean())
+        with torch.no_grad():
+            self.reward_low.copy_(torch.minimum(self.reward_low, rewards.min()))
+            self.reward_high.copy_(torch.maximum(self.reward_high, rewards.max()))
+            alive = 1.0 - terminals.float()
+            targets = rewards + self.gamma * alive * self._bootstrap(z[:, 1:].detach())  # [B, T]
+            # no return can leave [min(r) / (1 - gamma), max(r) / (1 - gamma)] (0 included: an episode
+            # may end): clamping there stops an overestimate from feeding on itself without bound
+            targets = targets.clamp(self.reward_low / (1 - self.gamma), self.reward_high / (1 - self.gamma))
+        # the critic learns on the latents the planner scores it on: encoded first, then predicted
+        inputs = torch.cat([z[:, :1], z_pred[:, :-1]], dim=1).detach()
+        values = self._q(inputs, actions)  # [K, B, T], symlog space
+        critic_loss = (values - symlog(targets)).pow(2).mean()
+        logs = {"loss/reward": reward_loss.detach(), "loss/critic": critic_loss.detach(),
+                "critic/value_mean": symexp(values).mean().detach(), "critic/target_mean": targets.mean()}
+        return reward_loss, critic_loss, logs
+
+    def policy_loss(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """(-Q(z, pi(z)) normalised by its own size, the mean value) on detached latents z [..., D]."""
+        value = self.value(z.detach())
+        return -value.mean() / value.detach().abs().mean().clamp_min(1.0), value.mean().detach()
+
+    @torch.no_grad()
+    def update_target(self) -> None:
+        for p_t, p_o in zip(self.target_critic.parameters(), self.critic.parameters(), strict=True):
+            p_t.lerp_(p_o, self.tau)

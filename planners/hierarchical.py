@@ -1,0 +1,160 @@
+"""Hierarchical planning (issue 6): a high level that picks latent subgoals over a landmark graph,
+a low level that plans actions toward the current subgoal.
+
+    high = HierarchicalPlanner(low_planner, HierarchyConfig(max_edge=10), steps=model.cost_to_go,
+                               coarse=model.coarse)
+    high.build_graph(replay_latents)                # landmarks + all-pairs routes, once per model
+    plan = high.plan(z0, model.rollout, cost)       # the same call as any planner's
+
+It is used exactly like a flat planner (``plan``, ``shift``, ``reset``, ``horizon``): the
+objective must be a goal cost (``agent.cost.CostModule``: ``z_goal`` and ``set_goal``). On each
+high-level step (every ``replan_every`` executed actions, or when the goal changes) it routes from
+the current latent to the goal through the landmark graph (``planners.landmarks``). Then, on every
+call:
+
+1. it drops the route's leading subgoals that are already within ``reach`` steps (switching rule);
+2. it points the objective at the first remaining subgoal (the goal itself once the route is
+   empty, or when the goal is nearer than any route through landmarks);
+3. it runs the low-level planner, constraint (guardrails) included, and restores the goal.
+
+Landmarks that the constraint rules out (e.g. inside a keep-out zone, read out from the latent) are
+not used as subgoals: guardrails hold at the high level too, where readouts can judge a latent.
+The low level may itself be a ``HierarchicalPlanner`` (a third level with longer edges): it reads
+the subgoal it is given as its goal.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from planners.base import Constraint, Dynamics, Plan, check_float, check_int
+from planners.landmarks import LandmarkGraph, StepsFn, farthest_point_sample
+
+
+@dataclass
+class HierarchyConfig:
+    landmarks: int = 256        # subgoal candidates: a farthest-point sample of the agent's latents
+    max_edge: float = 10.0      # join landmarks the cost-to-go rates at most this many steps apart
+    reach: float = 2.0          # a subgoal within this many steps counts as reached: go to the next
+    replan_every: int = 10      # executed actions between two routings (the high level's time scale)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        check_int("landmarks", self.landmarks, 2)
+        check_float("max_edge", self.max_edge, 0.0, low_open=True)
+        check_float("reach", self.reach, 0.0)
+        check_int("replan_every", self.replan_every, 1)
+
+
+class HierarchicalPlanner:
+    """Landmark-graph subgoals over any low-level planner; see the module docstring."""
+
+    def __init__(self, low: Any, config: HierarchyConfig, steps: StepsFn, coarse: Any = None,
+                 seed: int | None = None):
+        self.low, self.config, self.steps, self.coarse = low, config, steps, coarse
+        self.graph: LandmarkGraph | None = None
+        self.visited: Tensor | None = None   # the latents the graph was built from
+        self.generator = torch.Generator(device="cpu")
+        self.generator.manual_seed(0 if seed is None else seed)
+        self.route: list[Tensor] = []        # subgoal latents still to visit, next first
+        self.route_steps: float | None = None
+        self._goal: Tensor | None = None
+        self._since = 0
+
+    # -- the planner interface, delegated ---------------------------------------------------------
+    @property
+    def horizon(self) -> int:
+        return self.low.horizon
+
+    @property
+    def action_dim(self) -> int:
+        return self.low.action_dim
+
+    @property
+    def device(self) -> torch.device:
+        return self.low.device
+
+    @property
+    def warm_start(self) -> Tensor | None:
+        return self.low.warm_start
+
+    @property
+    def proposal(self) -> Any:
+        return self.low.proposal
+
+    @proposal.setter
+    def proposal(self, value: Any) -> None:
+        self.low.proposal = value
+
+    def reset(self) -> None:
+        self.low.reset()
+        self.route, self.route_steps, self._goal, self._since = [], None, None, 0
+
+    def shift(self, steps: int = 1) -> None:
+        self.low.shift(steps)
+        self._since += steps
+
+    # -- the high level ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def build_graph(self, latents: Tensor, constraint: Constraint | None = None) -> LandmarkGraph:
+        """Landmarks from latents [M, D] the agent visited (farthest-point sample), minus those the
+        constraint rules out (checked as a one-step trajectory with a zero action)."""
+        latents = latents.to(self.device, torch.float32)
+        nodes = latents[farthest_point_sample(latents, self.config.landmarks, self.generator)]
+        if constraint is not None:
+            zero = torch.zeros(nodes.shape[0], 1, self.action_dim, device=nodes.device)
+            nodes = nodes[constraint(nodes[:, None], zero) <= 0]
+            if nodes.shape[0] == 0:
+                raise ValueError("every landmark violates the constraint: no subgoal is safe")
+        self.graph = LandmarkGraph(nodes, self.steps, self.config.max_edge)
+        self.visited = latents
+        return self.graph
+
+    @torch.no_grad()
+    def frontier(self) -> Tensor:
+        """The least visited landmark: the one nearest (in latent L2) to the fewest of the latents
+        the graph was built from. Heading there is how the agent explores what it has barely seen."""
+        if self.graph is None:
+            raise RuntimeError("frontier needs a landmark graph: call build_graph first")
+        nearest = torch.cdist(self.visited, self.graph.nodes).argmin(1)
+        counts = torch.bincount(nearest, minlength=len(self.graph))
+        return self.graph.nodes[int(counts.argmin())]
+
+    def _subgoal(self, z0: Tensor, goal: Tensor) -> Tensor:
+        if self._goal is None or not torch.equal(goal, self._goal) or self._since >= self.config.replan_every:
+            path, self.route_steps = self.graph.route(z0, goal)
+            self.route = [self.graph.nodes[i] for i in path]
+            self._goal, self._since = goal.clone(), 0
+        while self.route and float(self.steps(z0[None], self.route[0][None])[0]) <= self.config.reach:
+            self.route.pop(0)
+        return self.route[0] if self.route else goal
+
+    def plan(self, z0: Tensor, dynamics: Dynamics, objective: Any, constraint: Constraint | None = None) -> Plan:
+        """Plan toward the current subgoal of the route to ``objective.z_goal`` (see the module doc)."""
+        goal = getattr(objective, "z_goal", None)
+        if self.graph is None or goal is None:  # no landmarks yet, or nothing to route to: flat
+            return self.low.plan(z0, dynamics, objective, constraint)
+        start = time.perf_counter()
+        z0 = z0.detach().to(self.device, torch.float32)
+        goal = goal.to(self.device, torch.float32)
+        with torch.no_grad():
+            subgoal = self._subgoal(z0, goal)
+        high_ms = (time.perf_counter() - start) * 1e3
+        objective.set_goal(subgoal)
+        try:
+            plan = self.low.plan(z0, dynamics, objective, constraint)
+        finally:
+            objective.set_goal(goal)
+        plan.info.update(subgoal=subgoal, route_left=len(self.route), route_steps=self.route_steps,
+                         high_ms=high_ms, elapsed_ms=plan.info.get("elapsed_ms", 0.0) + high_ms)
+        if self.coarse is not None:  # where k steps toward the subgoal lead (drawn by `oda record`)
+            with torch.no_grad():
+                plan.info["coarse_next"] = self.coarse(z0, subgoal)
+        return plan

@@ -1,0 +1,201 @@
+"""Hierarchical planning (issue 6): landmark graph, coarse model, and the two-level planner in the
+PointMaze simulator."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import envs
+import envs.tasks.point_maze  # noqa: F401  (registers oda/PointMaze-v0)
+from agent.actor import episode_goal
+from agent.build import build_landmarks, make_actor, make_env
+from agent.cli import main
+from agent.cost import CostModule
+from agent.record import subgoal_markers
+from agent.snapshot import load_agent, replay_observations
+from planners import make_planner
+from planners.hierarchical import HierarchicalPlanner, HierarchyConfig
+from planners.landmarks import LandmarkGraph, farthest_point_sample, shortest_paths
+from world_models.coarse import CoarseModel, sample_coarse_windows
+from world_models.encoders import normalize_latent
+
+# Two rooms side by side; the wall between them is open only along the bottom row, so the
+# straight line from S to G is blocked.
+U_MAZE = "#######\n#..#..#\n#..#..#\n#.....#\n#######"
+
+
+def test_shortest_paths_chain_short_edges_and_report_unreachable_nodes():
+    inf = math.inf
+    w = torch.tensor([[0, 1, inf, 9], [1, 0, 2, inf], [inf, 2, 0, 1], [9, inf, 1, 0]], dtype=torch.float32)
+    w = torch.cat([torch.cat([w, torch.full((4, 1), inf)], 1), torch.full((1, 5), inf)])  # node 4: isolated
+    dist, hop = shortest_paths(w)
+    assert float(dist[0, 3]) == 4.0 and int(hop[0, 3]) == 1  # 0 -> 1 -> 2 -> 3 beats the direct 9
+    assert math.isinf(float(dist[0, 4])) and int(hop[0, 4]) == -1
+
+
+def test_farthest_point_sample_spreads_over_clusters():
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    points = (centres[:, None] + 0.1 * torch.randn(3, 50, 2, generator=gen)).reshape(-1, 2)
+    chosen = points[farthest_point_sample(points, 3, gen)]
+    assert len({tuple(torch.round(c / 5).tolist()) for c in chosen}) == 3  # one per cluster
+
+
+class Geodesic:
+    """A stand-in for the learned cost-to-go on the U maze: 4 steps per cell of BFS distance
+    between the cells that positions fall in (the test's only privileged part: what GoalValue
+    learns from experience; the planner sees only this function)."""
+
+    def __init__(self, layout):
+        self.layout = layout
+        free = [tuple(c) for c in np.argwhere(~layout.walls)]
+        self.index = {c: i for i, c in enumerate(free)}
+        self.table = torch.tensor(np.array([[layout.distances_from(a)[b] for b in free] for a in free]),
+                                  dtype=torch.float32) * 4.0
+
+    def cells(self, xy: torch.Tensor) -> torch.Tensor:
+        flat = xy.reshape(-1, 2).numpy()
+        return torch.tensor([self.index[self.layout.xy_to_cell(p)] for p in flat]).reshape(xy.shape[:-1])
+
+    def __call__(self, z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        g = g.expand_as(z)
+        return self.table[self.cells(z), self.cells(g)]
+
+
+def drive(env, planner, steps: int = 160) -> tuple[bool, list]:
+    """Plan with a kinematic model of the ball (latent = position) and act in the simulator."""
+    obs, _ = env.reset(seed=0, options={"start_cell": (1, 1), "goal_cell": (1, 4)})
+    cost = CostModule({"goal": 1.0})
+    cost.set_goal(torch.as_tensor(env.unwrapped.goal_observation()[:2]))
+    planner.reset()
+    subgoals = []
+    for _ in range(steps):
+        plan = planner.plan(torch.as_tensor(obs[:2]), lambda z, a: z[:, None] + 0.1 * torch.cumsum(a, 1), cost)
+        subgoals.append(plan.info.get("subgoal"))
+        obs, _, terminated, truncated, info = env.step(plan.actions[0].numpy())
+        planner.shift(1)
+        if info.get("success"):
+            return True, subgoals
+    return False, subgoals
+
+
+def test_subgoals_lead_around_the_wall_in_the_simulator():
+    """Landmarks are positions the ball visited; the high level routes through the opening at the
+    bottom, and the ball reaches the goal in the real simulator. Planning flat toward the goal
+    with the same low level presses against the wall."""
+    env = envs.make("oda/PointMaze-v0", layout=U_MAZE)
+    layout = env.unwrapped.task.layout
+    visited = torch.as_tensor(np.array([env.reset(seed=s)[0][:2] for s in range(300)]))
+    steps = Geodesic(layout)
+
+    def low():
+        return make_planner("mppi", 2, horizon=6, samples=64, elites=8, iterations=2, seed=0)
+
+    high = HierarchicalPlanner(low(), HierarchyConfig(landmarks=40, max_edge=4.5, reach=2.0, replan_every=5), steps)
+    graph = high.build_graph(visited)
+    assert isinstance(graph, LandmarkGraph) and len(graph) == 40
+    reached, subgoals = drive(env, high)
+    rows = {layout.xy_to_cell(s.numpy())[0] for s in subgoals if s is not None}
+    assert 3 in rows  # a subgoal in the bottom corridor: the way around the wall
+    assert reached
+    flat_reached, _ = drive(env, low())
+    assert not flat_reached
+
+
+def test_route_goes_straight_when_the_goal_is_near_and_constraints_prune_landmarks():
+    steps = lambda z, g: (z - g.expand_as(z)).norm(dim=-1) * 10  # noqa: E731
+    line = torch.linspace(0, 1, 11)[:, None].repeat(1, 2)
+    high = HierarchicalPlanner(make_planner("mppi", 2, horizon=3, samples=16, elites=4, iterations=1, seed=0),
+                               HierarchyConfig(landmarks=11, max_edge=3.0), steps)
+    high.build_graph(line, constraint=lambda z, a: (z[:, 0, 0] > 0.75).float())  # "keep out beyond 0.75"
+    assert len(high.graph) == 8 and float(high.graph.nodes[:, 0].max()) <= 0.75
+    path, _ = high.graph.route(torch.tensor([0.0, 0.0]), torch.tensor([0.7, 0.7]))
+    assert len(path) >= 3  # 0.99 apart in latent = 9.9 steps > max_edge: through landmarks
+    assert high.graph.route(torch.tensor([0.0, 0.0]), torch.tensor([0.1, 0.1]))[0] == []  # near: straight
+    # visits crowd the start of the line: the frontier is the landmark the fewest of them are nearest to
+    crowded = torch.cat([line, torch.zeros(50, 2) + 0.05 * torch.rand(50, 2)])
+    high.build_graph(crowded)
+    assert float(high.frontier()[0]) >= 0.9
+    with pytest.raises(ValueError, match="every landmark violates"):
+        high.build_graph(line, constraint=lambda z, a: torch.ones(z.shape[0]))
+
+
+def test_coarse_model_learns_where_k_steps_toward_a_subgoal_lead():
+    """On a great circle of the latent space walked at constant speed either way, F(z_t, z_t+j)
+    -> z_t+k is learnable from the subgoal's direction; it starts as "stays put" and ends well
+    below that error."""
+    torch.manual_seed(0)
+    k, dim = 4, 8
+    model = CoarseModel(dim, 64, k)
+    optim = torch.optim.Adam(model.parameters(), lr=3e-3)
+    u, v = torch.linalg.qr(torch.randn(dim, 2) - torch.randn(dim, 2).mean(0))[0].T  # orthonormal
+    u, v = u - u.mean(), v - v.mean()
+
+    def windows(n):
+        start = torch.rand(n, 1, 1) * 2 * math.pi
+        sign = torch.where(torch.rand(n, 1, 1) < 0.5, -1.0, 1.0)
+        theta = start + sign * 0.1 * torch.arange(2 * k + 1).float()[None, :, None]
+        return normalize_latent(torch.cos(theta) * u + torch.sin(theta) * v)  # [n, 2k+1, dim]
+
+    first_rel = None
+    for _ in range(300):
+        z, z_k, g = sample_coarse_windows(windows(128), k)
+        loss, logs = model.loss(z, z_k, g)
+        first_rel = first_rel if first_rel is not None else float(logs["coarse/loss_rel"])
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    _, logs = model.loss(*sample_coarse_windows(windows(512), k))
+    assert first_rel > 0.5 and float(logs["coarse/loss_rel"]) < 0.2
+    with pytest.raises(ValueError, match="at least k \\+ 1"):
+        sample_coarse_windows(windows(4)[:, :k], k)
+
+
+def test_hierarchical_agent_trains_and_evaluates_through_the_cli(tmp_path, capsys):
+    """A tiny agent with the cost-to-go and the coarse model, trained and evaluated with a
+    hierarchy: the coarse model's loss is logged, eval routes over landmarks from the replay, and
+    a hierarchy without a cost-to-go or with an unknown key is refused by name."""
+    launch = Path(__file__).parent.parent / "launch" / "demo.yaml"
+    tiny = ["training.steps=200", "training.seed_steps=120", "training.batch_size=16", "training.eval_every=200",
+            "training.eval_episodes=1", "training.checkpoint_every=0", "training.episode_steps=40",
+            "world_model.latent_dim=8", "world_model.hidden_dim=32", "world_model.train_horizon=3",
+            "world_model.value_hidden=32", "world_model.coarse_k=4", "planner.params.samples=32",
+            "planner.params.elites=8", "planner.params.horizon=4", "planner.params.iterations=2"]
+    hierarchy = "hierarchy={landmarks: 16, max_edge: 8.0, reach: 1.0, replan_every: 4}"
+    run = tmp_path / "run"
+    assert main(["train", str(launch), *tiny, hierarchy, "training.explore_frontier=0.5", f"run_dir={run}",
+                 "--quiet"]) == 0
+    tags = EventAccumulator(str(run / "tb")).Reload().Tags()["scalars"]
+    assert "coarse/loss" in tags and "coarse/loss_rel" in tags
+    capsys.readouterr()
+    assert main(["eval", str(run), "--episodes", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["episodes"] == 1
+
+    cfg, model = load_agent(next(run.glob("step_*")), torch.device("cpu"))
+    env = make_env(cfg)
+    actor = make_actor(cfg, model, 2, torch.device("cpu"), env=env)
+    assert isinstance(actor.planner, HierarchicalPlanner)
+    assert build_landmarks(actor, replay_observations(next(run.glob("step_*")))) == 16
+    obs, _ = env.reset(seed=3)
+    actor.reset(episode_goal(env, actor))
+    actor.act(obs)
+    assert actor.last_plan.info["subgoal"].shape == (8,) and actor.last_plan.info["coarse_next"].shape == (8,)
+    markers = subgoal_markers(actor, 0.03)  # read out to positions for `oda record`
+    assert len(markers) == 2 + len(actor.planner.route[1:]) and all(np.isfinite(m[0]).all() for m in markers)
+    assert main(["record", str(run), "--episodes", "1", "--out", str(tmp_path / "h.mp4"), "--size", "64"]) == 0
+    assert json.loads(capsys.readouterr().out)["frames"] == 41
+
+    assert main(["eval", str(run), "hierarchy={landmarks: 16, bogus: 1}", "--episodes", "1"]) == 2
+    assert "'hierarchy'" in capsys.readouterr().err
+    assert main(["train", str(launch), *tiny, "world_model.value_hidden=0", hierarchy,
+                 f"run_dir={tmp_path / 'bad'}", "--quiet"]) == 2
+    assert "hierarchy needs the learned cost-to-go" in capsys.readouterr().err
+    assert main(["train", str(launch), *tiny, "training.explore_frontier=0.5", f"run_dir={tmp_path / 'bad'}"]) == 2
+    assert "'training.explore_frontier' heads for landmarks: it needs a 'hierarchy'" in capsys.readouterr().err
