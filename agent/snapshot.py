@@ -36,13 +36,19 @@ def _restore_model(model: JEPAWorldModel, tensors: dict[str, torch.Tensor], path
                          f"version or with other world_model settings): {' '.join(first[:3])}") from exc
 
 
+# Settings that older versions wrote and this one no longer has; a checkpoint that relied on them
+# (e.g. a V critic with an imagined-rollout policy) fails on its tensors instead, by name.
+RETIRED_SETTINGS = ("policy_horizon",)
+
+
 def _world_model_config(config: dict[str, Any], path: Path | str) -> WorldModelConfig:
     known = {f.name for f in dataclasses.fields(WorldModelConfig)}
-    unknown = sorted(set(config["world_model"]) - known)
+    settings = {k: v for k, v in config["world_model"].items() if k not in RETIRED_SETTINGS}
+    unknown = sorted(set(settings) - known)
     if unknown:
         raise ValueError(f"checkpoint {path} was written by another version: world_model setting(s) {unknown} "
                          f"are unknown here")
-    return WorldModelConfig(**config["world_model"])
+    return WorldModelConfig(**settings)
 
 
 def save_training_state(trainer: Trainer, path: Path) -> Path:

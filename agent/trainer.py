@@ -136,8 +136,8 @@ class Trainer:
         # Training episodes are seeded below EVAL_SEED_BASE, evaluation episodes at or above it.
         obs, info = self.env.reset(seed=(self.cfg.seed * 100_003 + self.episode) % EVAL_SEED_BASE)
         if not seeding:
-            landmarks = build_landmarks(self.actor, self.replay.observations(), seed=self.episode)  # hierarchy only
             self.actor.reset(episode_goal(self.env, self.actor))
+            landmarks = build_landmarks(self.actor, self.replay.observations(), seed=self.episode)  # hierarchy only
             if landmarks and self.rng.random() < t.explore_frontier:  # explore: head for the least visited
                 self.actor.cost.set_goal(self.actor.planner.frontier())
         observations, actions, rewards = [obs], [], []

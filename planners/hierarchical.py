@@ -19,8 +19,9 @@ call:
 
 Landmarks that the constraint rules out (e.g. inside a keep-out zone, read out from the latent) are
 not used as subgoals: guardrails hold at the high level too, where readouts can judge a latent.
-The low level may itself be a ``HierarchicalPlanner`` (a third level with longer edges): it reads
-the subgoal it is given as its goal.
+The low level may itself be a ``HierarchicalPlanner`` (a third level, with shorter edges than
+the one above): it reads the subgoal it is given as its goal. ``Plan.info`` carries ``subgoals``
+(one per level, top first), ``subgoal`` (the one the actions aim at) and ``route_left``.
 """
 
 from __future__ import annotations
@@ -152,9 +153,11 @@ class HierarchicalPlanner:
             plan = self.low.plan(z0, dynamics, objective, constraint)
         finally:
             objective.set_goal(goal)
-        plan.info.update(subgoal=subgoal, route_left=len(self.route), route_steps=self.route_steps,
-                         high_ms=high_ms, elapsed_ms=plan.info.get("elapsed_ms", 0.0) + high_ms)
-        if self.coarse is not None:  # where k steps toward the subgoal lead (drawn by `oda record`)
+        finer = plan.info.get("subgoals", [])  # set by a hierarchical level below this one
+        plan.info.update(subgoals=[subgoal, *finer], subgoal=finer[-1] if finer else subgoal,
+                         route_left=len(self.route), route_steps=self.route_steps, high_ms=high_ms,
+                         elapsed_ms=plan.info.get("elapsed_ms", 0.0) + high_ms)
+        if self.coarse is not None and not finer:  # where k steps toward the subgoal lead (`oda record`)
             with torch.no_grad():
                 plan.info["coarse_next"] = self.coarse(z0, subgoal)
         return plan

@@ -119,11 +119,12 @@ def test_corrupt_and_foreign_checkpoints_are_refused(trained_run, tmp_path, caps
     older = tmp_path / "older"
     shutil.copytree(trained_run / "step_00000240", older)
     config = json.loads((older / "config.json").read_text())
-    config["world_model"]["policy_horizon"] = 3
+    config["world_model"]["policy_horizon"] = 3  # retired: ignored
+    config["world_model"]["bogus_setting"] = 1
     (older / "config.json").write_text(json.dumps(config))
     assert main(["eval", str(older), "--episodes", "1"]) == 2
-    assert "setting(s) ['policy_horizon'] are unknown here" in capsys.readouterr().err
-    config["world_model"].pop("policy_horizon")
+    assert "setting(s) ['bogus_setting'] are unknown here" in capsys.readouterr().err
+    config["world_model"].pop("bogus_setting")
     config["world_model"]["hidden_dim"] *= 2
     (older / "config.json").write_text(json.dumps(config))
     assert main(["eval", str(older), "--episodes", "1"]) == 2

@@ -237,6 +237,13 @@ def test_world_model_trains_its_reward_head_into_the_latent_and_its_critic_on_de
                                         rewards, terminals)
     reward_loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
+    shaped = JEPAWorldModel(WorldModelConfig(obs_dim=4, action_dim=2, latent_dim=8, hidden_dim=32, train_horizon=3,
+                                             reward_hidden=16, critic_shapes_latent=True, seed=0))
+    _, critic_loss, _ = shaped.task.loss(shaped.encode(obs), shaped.rollout(shaped.encode(obs[:, 0]), actions),
+                                         actions, rewards, terminals)
+    critic_loss.backward()  # with critic_shapes_latent the TD error trains the encoder and predictor too
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in shaped.encoder.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in shaped.predictor.parameters())
     with pytest.raises(ValueError, match="rewards and terminals must be \\[5, 3\\]"):
         model.loss(obs, actions, rewards=rewards[:, :2], terminals=terminals)
     with pytest.raises(ValueError, match="reward_hidden must be an int >= 0"):

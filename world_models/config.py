@@ -58,6 +58,9 @@ class WorldModelConfig:
     critic_weight: float = 1.0
     gamma: float = 0.99
     critic_tau: float = 0.01
+    # the critic's TD error also trains the encoder and predictor (TD-MPC2 does so); else it reads
+    # detached latents and only the reward head shapes them
+    critic_shapes_latent: bool = False
     policy_hidden: int = 0
     # Hierarchical planning (world_models.coarse.CoarseModel): a coarse model of ``coarse_k`` steps
     # at once, conditioned on a subgoal latent, trained on detached latents. 0 = none.

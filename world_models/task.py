@@ -76,13 +76,14 @@ class TaskHeads(nn.Module):
     policy ``pi(z)`` whose actions the critic's values and bootstraps follow."""
 
     def __init__(self, latent_dim: int, action_dim: int, hidden_dim: int, critics: int = 5,
-                 gamma: float = 0.99, tau: float = 0.01, policy_hidden: int | None = None):
+                 gamma: float = 0.99, tau: float = 0.01, policy_hidden: int | None = None,
+                 shape_latent: bool = False):
         super().__init__()
         if critics < 1:
             raise ValueError(f"critics must be >= 1, got {critics}")
         if not 0.0 < gamma < 1.0:
             raise ValueError(f"gamma must be in (0, 1), got {gamma}")
-        self.gamma, self.tau = gamma, tau
+        self.gamma, self.tau, self.shape_latent = gamma, tau, shape_latent
         self.reward_net = mlp(latent_dim + action_dim, hidden_dim, 1, 1)
         self.critic = nn.ModuleList(mlp(latent_dim + action_dim, hidden_dim, 1, 1) for _ in range(critics))
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
@@ -123,7 +124,7 @@ class TaskHeads(nn.Module):
         """(reward loss, critic loss, logs) on one batch of windows.
 
         z [B, T+1, D]: encoded latents (the reward loss reaches the encoder through them; the
-        critic reads them detached); z_pred [B, T, D]: the predictor's latents from z[:, 0];
+        critic reads them detached unless ``shape_latent``); z_pred [B, T, D]: the predictor's latents from z[:, 0];
         actions [B, T, A]; rewards [B, T]; terminals [B, T] bool.
         """
         target_r = symlog(rewards)
@@ -137,8 +138,10 @@ class TaskHeads(nn.Module):
             # no return can leave [min(r) / (1 - gamma), max(r) / (1 - gamma)] (0 included: an episode
             # may end): clamping there stops an overestimate from feeding on itself without bound
             targets = targets.clamp(self.reward_low / (1 - self.gamma), self.reward_high / (1 - self.gamma))
-        # the critic learns on the latents the planner scores it on: encoded first, then predicted
-        inputs = torch.cat([z[:, :1], z_pred[:, :-1]], dim=1).detach()
+        # the critic learns on the latents the planner scores it on: encoded first, then predicted;
+        # with shape_latent its error also trains the encoder and predictor (as TD-MPC2's does)
+        inputs = torch.cat([z[:, :1], z_pred[:, :-1]], dim=1)
+        inputs = inputs if self.shape_latent else inputs.detach()
         values = self._q(inputs, actions)  # [K, B, T], symlog space
         critic_loss = (values - symlog(targets)).pow(2).mean()
         logs = {"loss/reward": reward_loss.detach(), "loss/critic": critic_loss.detach(),
