@@ -47,7 +47,13 @@ def policy_proposal(model: JEPAWorldModel, horizon: int,
 def episode_goal(env: Any, actor: MPCActor) -> Any:
     """The goal observation the actor plans toward this episode, or None on a reward task (the
     actor's cost has no goal term): what ``actor.reset`` takes after ``env.reset``."""
-    return env.unwrapped.goal_observation() if actor.cost.needs_goal else None
+    if not actor.cost.needs_goal:
+        return None
+    goal = np.asarray(env.unwrapped.goal_observation())
+    shape = env.observation_space.shape
+    if shape is not None and goal.shape != tuple(shape) and tuple(shape[1:]) == goal.shape:
+        goal = np.repeat(goal[None], shape[0], axis=0)  # stacked frames: the goal held still
+    return goal
 
 
 class MPCActor:

@@ -25,8 +25,11 @@ def make_env(cfg: LaunchConfig, seed: int | None = None) -> gym.Env:
     kwargs = dict(cfg.env.kwargs)
     if cfg.training.episode_steps is not None:
         kwargs["episode_steps"] = cfg.training.episode_steps
-    return envs.make(cfg.env.id, obs=cfg.env.obs, seed=seed, image_size=cfg.env.image_size,
-                     action_repeat=cfg.env.action_repeat, **kwargs)
+    env = envs.make(cfg.env.id, obs=cfg.env.obs, seed=seed, image_size=cfg.env.image_size,
+                    action_repeat=cfg.env.action_repeat, **kwargs)
+    if cfg.env.frame_stack > 1:  # the last K observations, oldest first: [K, *obs_shape]
+        env = gym.wrappers.FrameStackObservation(env, cfg.env.frame_stack)
+    return env
 
 
 def env_dims(env: gym.Env) -> tuple[tuple[int, ...], np.dtype, int, dict[str, int]]:
@@ -41,14 +44,17 @@ def env_dims(env: gym.Env) -> tuple[tuple[int, ...], np.dtype, int, dict[str, in
 
 def world_model_config(cfg: LaunchConfig, obs_shape: tuple[int, ...], action_dim: int,
                        measurement_dims: dict[str, int]) -> WorldModelConfig:
-    if len(obs_shape) != 1:
-        raise ValueError(f"state observations are vectors; got shape {obs_shape} (pixels come with a later issue)")
+    pixels: dict[str, Any] = {}
+    if len(obs_shape) in (3, 4):  # frames [H, W, 3] or stacks [K, H, W, 3]: the conv encoder
+        pixels = {"obs_shape": list(obs_shape), "encoder": "conv"}
+    elif len(obs_shape) != 1:
+        raise ValueError(f"observations must be state vectors or frames [(K,) H, W, 3], got shape {obs_shape}")
     known = {f.name for f in dataclasses.fields(WorldModelConfig)}
     unknown = set(cfg.world_model) - known
     if unknown:
         raise ValueError(f"unknown world_model keys {sorted(unknown)}; valid: {sorted(known)}")
-    params: dict[str, Any] = {"measurement_dims": measurement_dims, **cfg.world_model}
-    return WorldModelConfig(obs_dim=obs_shape[0], action_dim=action_dim, **params)
+    params: dict[str, Any] = {"measurement_dims": measurement_dims, **pixels, **cfg.world_model}
+    return WorldModelConfig(obs_dim=int(np.prod(obs_shape)), action_dim=action_dim, **params)
 
 
 def make_guardrails(cfg: LaunchConfig, model: JEPAWorldModel) -> GuardrailSet | None:

@@ -62,6 +62,7 @@ class EnvSection:
     obs: str = "state"
     action_repeat: int | None = None
     image_size: int = 64
+    frame_stack: int = 1   # observe the last K observations (pixels: so that velocities are visible)
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -210,6 +211,8 @@ def _check_ranges(obj: Any, path: tuple[str, ...], source: str) -> None:
             raise bad("action_repeat", "must be >= 1 or null")
         if obj.image_size < 8:
             raise bad("image_size", "must be >= 8")
+        if obj.frame_stack < 1:
+            raise bad("frame_stack", "must be >= 1")
     elif isinstance(obj, PlannerSection) and not obj.name:
         raise bad("name", "must be a non-empty planner name")
     elif isinstance(obj, TrainingSection):

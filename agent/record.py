@@ -1,5 +1,5 @@
 """Rollout videos: the camera frame with the planned trajectory (and, planning hierarchically, the
-subgoals) drawn into the scene.
+subgoals) drawn into the scene; planning from pixels, the goal image to its right.
 
 The plan is drawn from the world model's own readout of its predicted latents (e.g. where it
 believes the agent will be), so the picture shows what the agent imagines, next to what
@@ -77,6 +77,23 @@ def red_border(frame: np.ndarray, width: int = 3) -> np.ndarray:
     return frame
 
 
+def beside_goal(frame: np.ndarray, goal: np.ndarray) -> np.ndarray:
+    """The frame with the goal image (nearest-neighbour scaled to the frame's height) to its right."""
+    h = frame.shape[0]
+    rows = np.arange(h) * goal.shape[0] // h
+    cols = np.arange(goal.shape[1] * h // goal.shape[0]) * goal.shape[0] // h
+    return np.concatenate([frame, goal[rows][:, cols]], axis=1)
+
+
+def goal_image(env: gym.Env, actor: MPCActor) -> np.ndarray | None:
+    """The goal as the agent sees it when it plans from pixels (the last frame of a stack), else None."""
+    space = env.observation_space
+    if not actor.cost.needs_goal or space.dtype != np.uint8 or len(space.shape) not in (3, 4):
+        return None
+    goal = np.asarray(env.unwrapped.goal_observation())
+    return goal if goal.ndim == 3 else goal[-1]
+
+
 def record(env: gym.Env, actor: MPCActor, episodes: int, out: str | Path, size: int = 256,
            seed: int = 0, marker_radius: float | None = None) -> dict[str, Any]:
     """Evaluate ``episodes`` episodes and write them as one MP4; returns the evaluation summary."""
@@ -92,7 +109,9 @@ def record(env: gym.Env, actor: MPCActor, episodes: int, out: str | Path, size: 
     def on_step(env: gym.Env, actor: MPCActor, info: dict) -> None:
         frame = base.render_frame(size, size, zones + plan_markers(actor, radius) + subgoal_markers(actor, radius))
         violated = any(bool(v) for v in info.get("safety", {}).values())
-        frames.append(red_border(frame) if violated else frame)
+        frame = red_border(frame) if violated else frame
+        goal = goal_image(env, actor)  # re-read every step: each episode has its own goal
+        frames.append(frame if goal is None else beside_goal(frame, goal))
 
     summary = evaluate(env, actor, episodes, seed=seed, on_step=on_step)
     path = write_mp4(out, frames, fps=int(base.metadata.get("render_fps", 30)))

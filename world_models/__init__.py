@@ -11,10 +11,12 @@ from world_models.encoders import (
     register_encoder,
 )
 from world_models.jepa import JEPAWorldModel, collapse_diagnostics, num_parameters, variance_covariance
+from world_models.pixel_encoder import ConvEncoder
 from world_models.predictor import ResidualPredictor
 
 __all__ = [
     "ENCODERS",
+    "ConvEncoder",
     "Encoder",
     "JEPAWorldModel",
     "MLPEncoder",

@@ -26,6 +26,12 @@ class WorldModelConfig:
     grad_clip: float = 10.0
     # --- additions beyond the shared brief (all have defaults) ---
     encoder: str = "mlp"        # name in world_models.encoders.ENCODERS
+    # Pixels (world_models.pixel_encoder, encoder "conv"): the frame shape [H, W, 3] or the stack
+    # [K, H, W, 3], filled from the env by the trainer; random-shift augmentation while training
+    # (pixels, 0 = off) and the conv width.
+    obs_shape: list[int] = field(default_factory=list)
+    image_shift: int = 4
+    conv_channels: int = 32
     one_step_weight: float = 0.0  # optional extra term: predict(online z_t, a_t) vs target z_{t+1} at every t
     # Metric shaping (PLDM-style): the planner ranks plans by L2 distance to the goal latent, so
     # that distance should grow with the number of steps between states. ``smooth_weight`` pulls
@@ -89,7 +95,7 @@ class WorldModelConfig:
     def validate(self) -> None:
         """Raise ValueError naming the first bad field; the trainer fills obs/action dims first."""
         positive = ("obs_dim", "action_dim", "latent_dim", "hidden_dim", "encoder_layers", "predictor_layers",
-                    "train_horizon", "readout_hidden", "critics")
+                    "train_horizon", "readout_hidden", "critics", "conv_channels")
         for name in ("value_hidden", "reward_hidden", "policy_hidden", "coarse_k"):  # 0 = no such head
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -128,6 +134,11 @@ class WorldModelConfig:
         if unknown:
             raise ValueError(f"WorldModelConfig.readout_grounding names {unknown}, which have no readout head; "
                              f"measurements: {sorted(self.measurement_dims)}")
+        if self.encoder == "conv" and len(self.obs_shape) not in (3, 4):
+            raise ValueError(f"WorldModelConfig.obs_shape must be [H, W, 3] or [K, H, W, 3] for the conv encoder, "
+                             f"got {self.obs_shape}")
+        if not isinstance(self.image_shift, int) or self.image_shift < 0:
+            raise ValueError(f"WorldModelConfig.image_shift must be an int >= 0, got {self.image_shift!r}")
         for key, dim in self.measurement_dims.items():
             if not isinstance(dim, int) or dim <= 0:
                 raise ValueError(f"WorldModelConfig.measurement_dims[{key!r}] must be a positive int, got {dim!r}")

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from world_models.coarse import CoarseModel, sample_coarse_windows
 from world_models.config import WorldModelConfig
 from world_models.encoders import make_encoder, mlp
+from world_models.pixel_encoder import ConvEncoder  # noqa: F401  (registers the "conv" encoder)
 from world_models.predictor import ResidualPredictor
 from world_models.task import Policy, TaskHeads
 from world_models.value import GoalValue
@@ -166,8 +167,8 @@ class JEPAWorldModel(nn.Module):
         dev = self.device
         obs = obs.to(dev, torch.float32)
         actions = actions.to(dev, torch.float32)
-        if obs.dim() != 3 or actions.dim() != 3:
-            raise ValueError(f"loss expects obs [B, T+1, obs_dim] and actions [B, T, A], "
+        if obs.dim() < 3 or actions.dim() != 3:
+            raise ValueError(f"loss expects obs [B, T+1, *obs_shape] and actions [B, T, A], "
                              f"got obs {tuple(obs.shape)} and actions {tuple(actions.shape)}")
         b, t1 = obs.shape[:2]
         if actions.shape[:2] != (b, t1 - 1) or t1 < 2:

@@ -1,0 +1,74 @@
+"""Pixel perception (issue 7): a small conv net from camera frames to the JEPA latent.
+
+Frames arrive as uint8 ``[..., H, W, 3]`` (one frame) or ``[..., K, H, W, 3]`` (the last K frames,
+``env.frame_stack``, so that velocities are visible); the K frames are stacked on the channel axis.
+The net is the shape pixel RL uses at 64x64 (DrQ, TD-MPC2): four 3x3 convolutions, the first
+three with stride 2, then one linear layer to the latent, LayerNorm-ed like every latent here.
+
+Augmentation: while training, each frame stack is shifted by up to ``image_shift`` pixels
+(replicate padding, then a random crop back to H x W: DrQ's random shift). Planning and
+evaluation (``eval()`` mode) see the frames as they are. The online and target encoders draw
+their shifts independently, so the JEPA loss also asks for latents that ignore small shifts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from world_models.config import WorldModelConfig
+from world_models.encoders import Encoder, normalize_latent, register_encoder
+
+
+def random_shift(x: Tensor, pad: int) -> Tensor:
+    """x [N, C, H, W] -> each image shifted by an integer in [-pad, pad] per axis (replicate edges)."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    dx = torch.randint(0, 2 * pad + 1, (n,), device=x.device)
+    dy = torch.randint(0, 2 * pad + 1, (n,), device=x.device)
+    rows = (torch.arange(h, device=x.device)[None, :] + dy[:, None])  # [N, H]
+    cols = (torch.arange(w, device=x.device)[None, :] + dx[:, None])  # [N, W]
+    index = torch.arange(n, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+@register_encoder("conv")
+class ConvEncoder(Encoder):
+    def __init__(self, cfg: WorldModelConfig):
+        super().__init__()
+        shape = list(cfg.obs_shape)
+        if len(shape) not in (3, 4) or shape[-1] != 3:
+            raise ValueError(f"the conv encoder takes frames [H, W, 3] or stacks [K, H, W, 3], got obs_shape {shape}")
+        self.frame_shape = tuple(shape)
+        self.latent_dim = cfg.latent_dim
+        self.shift = cfg.image_shift
+        channels = 3 * (shape[0] if len(shape) == 4 else 1)
+        width = cfg.conv_channels
+        layers: list[nn.Module] = []
+        for i, stride in enumerate((2, 2, 2, 1)):
+            layers += [nn.Conv2d(channels if i == 0 else width, width, 3, stride=stride), nn.SiLU()]
+        self.conv = nn.Sequential(*layers)
+        h, w = shape[-3], shape[-2]
+        for stride in (2, 2, 2, 1):
+            h, w = (h - 3) // stride + 1, (w - 3) // stride + 1
+        if h < 1 or w < 1:
+            raise ValueError(f"frames of {shape[-3]}x{shape[-2]} are too small for the conv encoder (>= 24x24)")
+        self.head = nn.Linear(width * h * w, cfg.latent_dim)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        k = len(self.frame_shape)
+        if tuple(obs.shape[-k:]) != self.frame_shape:
+            raise ValueError(f"obs has trailing shape {tuple(obs.shape[-k:])}, the conv encoder expects "
+                             f"{self.frame_shape}")
+        lead = obs.shape[:-k]
+        x = obs.reshape(math.prod(lead), *self.frame_shape).float() / 255.0 - 0.5
+        if k == 4:  # [N, K, H, W, 3] -> [N, H, W, 3K]
+            x = x.permute(0, 2, 3, 1, 4).reshape(x.shape[0], *self.frame_shape[1:3], -1)
+        x = x.permute(0, 3, 1, 2)  # channels first
+        if self.training and self.shift > 0:
+            x = random_shift(x, self.shift)
+        z = self.head(self.conv(x).flatten(1))
+        return normalize_latent(z).reshape(*lead, self.latent_dim)
