@@ -124,8 +124,8 @@ def test_shapes_and_latent_normalisation():
         model.rollout(z[:, 0], torch.zeros(4, 7, 2))
     with pytest.raises(ValueError, match="action_dim"):
         JEPAWorldModel(WorldModelConfig(obs_dim=4))
-    with pytest.raises(ValueError, match="unknown encoder 'conv'"):
-        make_encoder("conv", _cfg())
+    with pytest.raises(ValueError, match="unknown encoder 'vit'"):
+        make_encoder("vit", _cfg())
 
 
 def test_rollout_is_differentiable_and_batches_thousands(trained):
