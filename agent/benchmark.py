@@ -38,7 +38,8 @@ def run_one(launch_file: str, seed: int, episodes: int, out: str | Path, overrid
     for planner in planners or [cfg.planner.name]:
         env = make_env(cfg)
         actor = make_actor(cfg, trainer.model, trainer.action_dim, trainer.device, planner=planner, env=env)
-        build_landmarks(actor, trainer.replay.observations())  # a hierarchy routes over the run's own replay
+        if cfg.hierarchy is not None:  # a hierarchy routes over the run's own replay
+            build_landmarks(actor, trainer.replay.observations(5000))
         result = evaluate(env, actor, episodes, seed=0)
         row = {"launch": name, "task": cfg.env.id, "seed": seed, "planner": planner,
                "env_steps": trainer.step, "train_minutes": round(train_s / 60, 2), **result}

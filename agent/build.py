@@ -113,7 +113,7 @@ def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device
 def build_landmarks(actor: MPCActor, observations: np.ndarray | torch.Tensor, limit: int = 5000,
                     seed: int = 0) -> int:
     """Give a hierarchical actor its landmark graph from observations the agent visited (at most
-    ``limit`` of them, drawn evenly): encoded, farthest-point sampled, pruned by the guardrails.
+    ``limit`` of them, drawn at random): encoded, farthest-point sampled, pruned by the guardrails.
     Returns the number of landmarks (0: the actor does not plan hierarchically)."""
     if not isinstance(actor.planner, HierarchicalPlanner):
         return 0

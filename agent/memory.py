@@ -204,9 +204,13 @@ class EpisodeReplay:
         return {"obs": self._obs[slot], "next_obs": self._obs[(slot + 1) % self.capacity],
                 "goal_obs": self._obs[goal % self.capacity], "reached": reached}
 
-    def observations(self) -> np.ndarray:
-        """Every stored observation, oldest first (e.g. the landmarks' candidates)."""
-        return self._obs[self._ordered_slots()]
+    def observations(self, limit: int | None = None, seed: int = 0) -> np.ndarray:
+        """The stored observations, oldest first (e.g. the landmarks' candidates); with ``limit``, at
+        most that many drawn at random (without copying the whole buffer, which matters for frames)."""
+        slots = self._ordered_slots()
+        if limit is not None and len(slots) > limit:
+            slots = np.sort(np.random.default_rng(seed).choice(slots, size=limit, replace=False))
+        return self._obs[slots]
 
     # ------------------------------------------------------------------ persistence
     def _ordered_slots(self) -> np.ndarray:

@@ -137,7 +137,10 @@ class Trainer:
         obs, info = self.env.reset(seed=(self.cfg.seed * 100_003 + self.episode) % EVAL_SEED_BASE)
         if not seeding:
             self.actor.reset(episode_goal(self.env, self.actor))
-            landmarks = build_landmarks(self.actor, self.replay.observations(), seed=self.episode)  # hierarchy only
+            landmarks = 0
+            if self.cfg.hierarchy is not None:  # routes over landmarks drawn from the replay
+                landmarks = build_landmarks(self.actor, self.replay.observations(5000, seed=self.episode),
+                                            seed=self.episode)
             if landmarks and self.rng.random() < t.explore_frontier:  # explore: head for the least visited
                 self.actor.cost.set_goal(self.actor.planner.frontier())
         observations, actions, rewards = [obs], [], []
@@ -208,7 +211,8 @@ class Trainer:
             writer.add_scalar(k, v, self.step)
 
     def _evaluate(self, writer: SummaryWriter) -> dict[str, Any]:
-        build_landmarks(self.actor, self.replay.observations())  # hierarchical only
+        if self.cfg.hierarchy is not None:
+            build_landmarks(self.actor, self.replay.observations(5000))
         result = evaluate(self.eval_env, self.actor, self.cfg.training.eval_episodes, seed=0)
         result = {"step": self.step, **result}
         self.history.append(result)
