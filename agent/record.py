@@ -105,12 +105,19 @@ def record(env: gym.Env, actor: MPCActor, episodes: int, out: str | Path, size: 
     radius = marker_radius
 
     zones = zone_markers(actor)
+    goal_cache: dict[str, Any] = {}  # rendered once per goal, not per frame
+
+    def current_goal_image() -> np.ndarray | None:
+        key = actor.cost.z_goal
+        if goal_cache.get("key") is not key:
+            goal_cache.update(key=key, image=goal_image(env, actor))
+        return goal_cache["image"]
 
     def on_step(env: gym.Env, actor: MPCActor, info: dict) -> None:
         frame = base.render_frame(size, size, zones + plan_markers(actor, radius) + subgoal_markers(actor, radius))
         violated = any(bool(v) for v in info.get("safety", {}).values())
         frame = red_border(frame) if violated else frame
-        goal = goal_image(env, actor)  # re-read every step: each episode has its own goal
+        goal = current_goal_image()  # each episode has its own goal
         frames.append(frame if goal is None else beside_goal(frame, goal))
 
     summary = evaluate(env, actor, episodes, seed=seed, on_step=on_step)

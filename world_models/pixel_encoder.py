@@ -7,7 +7,7 @@ three with stride 2, then one linear layer to the latent, LayerNorm-ed like ever
 
 Augmentation: while training, each frame stack is shifted by up to ``image_shift`` pixels
 (replicate padding, then a random crop back to H x W: DrQ's random shift). Planning and
-evaluation (``eval()`` mode) see the frames as they are. The online and target encoders draw
+evaluation (the module in evaluation mode) see the frames as they are. The online and target encoders draw
 their shifts independently, so the JEPA loss also asks for latents that ignore small shifts.
 """
 
