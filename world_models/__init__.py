@@ -13,6 +13,7 @@ from world_models.encoders import (
 from world_models.jepa import JEPAWorldModel, collapse_diagnostics, num_parameters, variance_covariance
 from world_models.pixel_encoder import ConvEncoder
 from world_models.predictor import ResidualPredictor
+from world_models.pretrained_encoder import PretrainedImageEncoder
 
 __all__ = [
     "ENCODERS",
@@ -20,6 +21,7 @@ __all__ = [
     "Encoder",
     "JEPAWorldModel",
     "MLPEncoder",
+    "PretrainedImageEncoder",
     "ResidualPredictor",
     "RunningNormalizer",
     "WorldModelConfig",

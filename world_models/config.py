@@ -32,6 +32,12 @@ class WorldModelConfig:
     obs_shape: list[int] = field(default_factory=list)
     image_shift: int = 4
     conv_channels: int = 32
+    # A pretrained image backbone on disk, frozen (world_models.pretrained_encoder, encoder
+    # "pretrained"): its Hugging Face folder, the input size (0 = the backbone's own) and the
+    # SHA-256 of its weights (filled when first built; a checkpoint refuses other weights).
+    pretrained_path: str = ""
+    pretrained_image_size: int = 0
+    pretrained_sha256: str = ""
     one_step_weight: float = 0.0  # optional extra term: predict(online z_t, a_t) vs target z_{t+1} at every t
     # Metric shaping (PLDM-style): the planner ranks plans by L2 distance to the goal latent, so
     # that distance should grow with the number of steps between states. ``smooth_weight`` pulls
@@ -137,6 +143,13 @@ class WorldModelConfig:
         if self.encoder == "conv" and len(self.obs_shape) not in (3, 4):
             raise ValueError(f"WorldModelConfig.obs_shape must be [H, W, 3] or [K, H, W, 3] for the conv encoder, "
                              f"got {self.obs_shape}")
+        if self.encoder == "pretrained" and (not self.pretrained_path or len(self.obs_shape) not in (3, 4)):
+            raise ValueError(f"WorldModelConfig: the pretrained encoder needs pixel observations and a "
+                             f"pretrained_path (got obs_shape {self.obs_shape}, pretrained_path "
+                             f"{self.pretrained_path!r})")
+        if not isinstance(self.pretrained_image_size, int) or self.pretrained_image_size < 0:
+            raise ValueError(f"WorldModelConfig.pretrained_image_size must be an int >= 0, got "
+                             f"{self.pretrained_image_size!r}")
         if not isinstance(self.image_shift, int) or self.image_shift < 0:
             raise ValueError(f"WorldModelConfig.image_shift must be an int >= 0, got {self.image_shift!r}")
         for key, dim in self.measurement_dims.items():
