@@ -46,7 +46,9 @@ def world_model_config(cfg: LaunchConfig, obs_shape: tuple[int, ...], action_dim
                        measurement_dims: dict[str, int]) -> WorldModelConfig:
     pixels: dict[str, Any] = {}
     if len(obs_shape) in (3, 4):  # frames [H, W, 3] or stacks [K, H, W, 3]: the conv encoder
-        pixels = {"obs_shape": list(obs_shape), "encoder": "conv"}
+        # per-pixel input normalisation: without it, sparse scenes (a small ball on a plain floor)
+        # collapse to one latent before the ball's few pixels get through (see BENCHMARKS.md)
+        pixels = {"obs_shape": list(obs_shape), "encoder": "conv", "image_normalize": True}
     elif len(obs_shape) != 1:
         raise ValueError(f"observations must be state vectors or frames [(K,) H, W, 3], got shape {obs_shape}")
     known = {f.name for f in dataclasses.fields(WorldModelConfig)}

@@ -24,6 +24,10 @@ OBS_MODES = ("state", "pixels", "both")
 
 # Rendering flags turned off for speed: small frames render 3-6x faster without them.
 FAST_RENDER_FLAGS = {"shadow": False, "reflection": False, "skybox": False}
+# MuJoCo geom/site group of the marks that only show where the goal is. Frames for people show
+# them; pixel observations leave them out by default, since the goal reaches the agent as a goal
+# image (a latent that encodes the marker would spend itself on what stays fixed in an episode).
+GOAL_GROUP = 5
 
 
 def measurement(*values: float | np.ndarray) -> np.ndarray:
@@ -102,13 +106,17 @@ class OdaEnv(gym.Env):
         """Turn the state vector into an observation of the configured mode."""
         if self.obs_mode == "state":
             return state
-        frame = self.render()
+        frame = self.observation_frame()
         if self.obs_mode == "pixels":
             return frame
         return {"state": state, "pixels": frame}
 
     def render(self) -> np.ndarray:
         return self.render_frame(self.image_size, self.image_size)
+
+    def observation_frame(self) -> np.ndarray:
+        """The frame of a pixel observation (``render()`` unless a task hides its goal marks)."""
+        return self.render()
 
     def render_frame(self, width: int, height: int, markers: list | None = None) -> np.ndarray:
         """An ``height x width x 3`` uint8 camera frame of the current state, with optional

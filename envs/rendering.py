@@ -10,7 +10,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from envs.core import FAST_RENDER_FLAGS
+from envs.core import FAST_RENDER_FLAGS, GOAL_GROUP
 
 _FLAG_IDS = {
     "shadow": mujoco.mjtRndFlag.mjRND_SHADOW,
@@ -51,9 +51,11 @@ class FrameRenderer:
         self._finalizer = weakref.finalize(self, _close_all, self._renderers)
 
     def render(self, data: mujoco.MjData, width: int, height: int,
-               camera: str | int | mujoco.MjvCamera = -1, markers: Markers | None = None) -> np.ndarray:
+               camera: str | int | mujoco.MjvCamera = -1, markers: Markers | None = None,
+               show_goal: bool = True) -> np.ndarray:
         """A uint8 frame; ``markers`` are extra spheres ``(xyz, rgba, radius)`` drawn into the
-        scene (e.g. a planned trajectory), seen by the same camera as everything else."""
+        scene (e.g. a planned trajectory), seen by the same camera as everything else.
+        ``show_goal=False`` leaves out the goal marks (geoms and sites of ``GOAL_GROUP``)."""
         key = (width, height)
         renderer = self._renderers.get(key)
         if renderer is None:
@@ -63,7 +65,9 @@ class FrameRenderer:
             renderer = self._renderers[key] = mujoco.Renderer(self.model, height, width)
             if first:  # registered after the GL context exists, so it runs before EGL's exit hook
                 atexit.register(_close_all, self._renderers)
-        renderer.update_scene(data, camera=camera)
+        option = mujoco.MjvOption()
+        option.geomgroup[GOAL_GROUP] = option.sitegroup[GOAL_GROUP] = int(show_goal)
+        renderer.update_scene(data, camera=camera, scene_option=option)
         if markers:
             _add_markers(renderer.scene, markers)
         for name, flag in _FLAG_IDS.items():

@@ -325,8 +325,10 @@ def test_render_shows_zone_hazard_goal_and_arm():
     r, g, b = (frame[..., i].astype(int) for i in range(3))
     assert np.sum((r > 150) & (g > 150) & (b < 120)) > 20  # yellow person zone
     assert np.sum((r > 150) & (g < 90) & (b < 90)) > 5  # red hazard
-    assert np.sum((g > 150) & (r < 120) & (b < 120)) > 3  # green goal
+    assert np.sum((g > 150) & (r < 120) & (b < 120)) == 0  # the goal disc: not in observations ...
+    shown = env.unwrapped.render_frame(64, 64).astype(int)
+    assert np.sum((shown[..., 1] > 150) & (shown[..., 0] < 120) & (shown[..., 2] < 120)) > 3  # ... in frames for people
     assert np.sum((b > 180) & (r < 140)) > 10  # blue arm
     goal_frame = env.unwrapped.goal_observation()
     assert goal_frame.shape == frame.shape and not np.array_equal(goal_frame, frame)
-    assert np.array_equal(env.unwrapped.render(), frame)  # state restored
+    assert np.array_equal(env.unwrapped.observation_frame(), frame)  # state restored

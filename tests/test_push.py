@@ -237,7 +237,9 @@ def test_terminate_on_success_and_rendering():
     frame, _ = reset(env, block=(-0.1, 0.0, 0.0), goal=g, pusher=(0.1, -0.1))
     assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8
     r, gr, b = (frame[..., i].astype(int) for i in range(3))
-    assert ((gr > r + 60) & (gr > b + 60)).sum() > 10  # green goal copy
+    assert ((gr > r + 60) & (gr > b + 60)).sum() == 0  # the green goal copy: not in observations ...
+    shown = base.render_frame(64, 64).astype(int)
+    assert ((shown[..., 1] > shown[..., 0] + 60) & (shown[..., 1] > shown[..., 2] + 60)).sum() > 10  # ... for people
     assert ((b > r + 60) & (b > gr + 40)).sum() > 10  # blue block
     assert ((r > gr + 80) & (r > b + 80) & (gr < 150)).sum() > 2  # red pusher
     assert ((r > 200) & (gr > 150) & (b < 80)).sum() > 10  # yellow keep-out

@@ -32,6 +32,11 @@ class WorldModelConfig:
     obs_shape: list[int] = field(default_factory=list)
     image_shift: int = 4
     conv_channels: int = 32
+    # conv encoder, per pixel and channel: subtract the running mean of the frames seen, divide by
+    # their std (clamped and clipped like state inputs), so what moves in a still scene dominates
+    # the input. The trainer turns it on for pixel observations; False here so that checkpoints
+    # written before it existed load as they were trained.
+    image_normalize: bool = False
     # A pretrained image backbone on disk, frozen (world_models.pretrained_encoder, encoder
     # "pretrained"): its Hugging Face folder, the input size (0 = the backbone's own) and the
     # SHA-256 of its weights (filled when first built; a checkpoint refuses other weights).

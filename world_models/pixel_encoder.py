@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from world_models.config import WorldModelConfig
-from world_models.encoders import Encoder, normalize_latent, register_encoder
+from world_models.encoders import Encoder, RunningNormalizer, normalize_latent, register_encoder
 
 
 def random_shift(x: Tensor, pad: int) -> Tensor:
@@ -67,9 +67,17 @@ class ConvEncoder(Encoder):
         if h < 1 or w < 1:
             raise ValueError(f"frames of {shape[-3]}x{shape[-2]} are too small for the conv encoder (>= 24x24)")
         self.head = nn.Linear(width * h * w, cfg.latent_dim)
+        self.normalizer = (RunningNormalizer(math.prod(shape), cfg.norm_min_std, cfg.norm_clip)
+                           if cfg.image_normalize else None)
+
+    def update_normalizer(self, obs: Tensor) -> None:
+        if self.normalizer is not None:
+            self.normalizer.update(frames(obs, self.frame_shape)[1].flatten(1))
 
     def forward(self, obs: Tensor) -> Tensor:
         lead, x = frames(obs, self.frame_shape)  # [N, K, H, W, 3] in [-0.5, 0.5]
+        if self.normalizer is not None:
+            x = self.normalizer(x.flatten(1)).view(x.shape)
         x = x.permute(0, 2, 3, 1, 4).reshape(x.shape[0], *x.shape[2:4], -1).permute(0, 3, 1, 2)  # [N, 3K, H, W]
         if self.training and self.shift > 0:
             x = random_shift(x, self.shift)

@@ -28,6 +28,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
+from envs.core import GOAL_GROUP
 from envs.registry import register_task
 from envs.tasks.base import Physics, Task, TaskEnv
 
@@ -158,7 +159,7 @@ def _build_xml(l1: float, l2: float, zone: tuple | None, hazards: tuple, success
       </body>
     </body>
     <body name="goal" mocap="true" pos="0 0 0.04">
-      <geom type="cylinder" size="{success_radius} 0.001" rgba="0.1 0.9 0.2 1"/>
+      <geom type="cylinder" group="{GOAL_GROUP}" size="{success_radius} 0.001" rgba="0.1 0.9 0.2 1"/>
     </body>
   </worldbody>
   <actuator>
@@ -311,15 +312,16 @@ class ArmReachTask(Task):
 
 @register_task("oda/ArmReach-v0", tags=("goal", "manipulation", "safety", "oda"), episode_steps=200)
 def make_arm_reach(obs: str = "state", image_size: int = 64, render_mode: str | None = "rgb_array",
-                   terminate_on_success: bool = False, **kwargs: Any) -> TaskEnv:
+                   terminate_on_success: bool = False, goal_in_pixels: bool = False, **kwargs: Any) -> TaskEnv:
     """Planar 2-link arm reaching goals; safety: speed limit in a person zone, keep-out hazards.
 
     kwargs: ``link_lengths``, ``person_zone`` ((x, y, r) or None), ``speed_limit`` (m/s),
     ``hazards`` (sequence of (x, y, r)), ``success_radius``, ``episode_steps``,
     ``goal_sampling`` ("uniform", or "crossing": the straight start->goal ee segment passes
-    through the person zone or a hazard).
+    through the person zone or a hazard). ``goal_in_pixels``: pixel observations show the goal disc
+    (default: only frames for people do; the agent gets its goal as an image).
     """
     if not isinstance(terminate_on_success, bool):
         raise ValueError(f"terminate_on_success must be a bool, got {terminate_on_success!r}")
     return TaskEnv(ArmReachTask(**kwargs), obs=obs, image_size=image_size, render_mode=render_mode,
-                   terminate_on_success=terminate_on_success)
+                   terminate_on_success=terminate_on_success, goal_in_pixels=goal_in_pixels)

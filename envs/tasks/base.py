@@ -55,9 +55,10 @@ class Physics:
     def site_xy(self, name: str) -> np.ndarray:
         return self.data.site(name).xpos[:2].copy()
 
-    def render(self, width: int, height: int, camera: str | int = -1, markers: list | None = None) -> np.ndarray:
+    def render(self, width: int, height: int, camera: str | int = -1, markers: list | None = None,
+               show_goal: bool = True) -> np.ndarray:
         """A uint8 ``height x width x 3`` frame (shadows, reflections and skybox off)."""
-        return self._renderer.render(self.data, width, height, camera, markers)
+        return self._renderer.render(self.data, width, height, camera, markers, show_goal)
 
     def close(self) -> None:
         self._renderer.close()
@@ -127,9 +128,11 @@ class TaskEnv(OdaEnv):
     """A `Task` and its `Physics` behind the `OdaEnv` interface."""
 
     def __init__(self, task: Task, obs: str = "state", image_size: int = 64,
-                 render_mode: str | None = "rgb_array", terminate_on_success: bool = False):
+                 render_mode: str | None = "rgb_array", terminate_on_success: bool = False,
+                 goal_in_pixels: bool = False):
         super().__init__(obs=obs, image_size=image_size, render_mode=render_mode)
         self.task = task
+        self.goal_in_pixels = bool(goal_in_pixels)  # pixel observations show the goal marks
         self.physics = task.make_physics()
         self.measurement_keys = task.measurement_keys
         self.safety_keys = task.safety_keys
@@ -192,6 +195,10 @@ class TaskEnv(OdaEnv):
 
     def render_frame(self, width: int, height: int, markers: list | None = None) -> np.ndarray:
         return self.physics.render(width, height, camera=self.task.camera, markers=markers)
+
+    def observation_frame(self) -> np.ndarray:
+        return self.physics.render(self.image_size, self.image_size, camera=self.task.camera,
+                                   show_goal=self.goal_in_pixels)
 
     def close(self) -> None:
         self.physics.close()

@@ -19,6 +19,7 @@ import numbers
 
 import numpy as np
 
+from envs.core import GOAL_GROUP
 from envs.registry import register_task
 from envs.tasks.base import Physics, Task, TaskEnv
 from envs.tasks.maze_layout import Cell, MazeLayout, make_layout
@@ -73,7 +74,7 @@ def _maze_xml(layout: MazeLayout, cell: float, success_radius: float, max_force:
     <geom name="floor" type="box" material="floor" pos="0 0 {-0.01 * cell:.6g}"
           size="{w * cell / 2:.6g} {h * cell / 2:.6g} {0.01 * cell:.6g}" contype="0" conaffinity="0"/>
     {chr(10).join('    ' + g for g in geoms)}
-    <site name="goal" type="cylinder" material="goal" pos="0 0 {0.02 * cell:.6g}"
+    <site name="goal" group="{GOAL_GROUP}" type="cylinder" material="goal" pos="0 0 {0.02 * cell:.6g}"
           size="{success_radius:.6g} {0.01 * cell:.6g}"/>
     <body name="agent" pos="0 0 {radius:.6g}">
       <joint name="x" type="slide" axis="1 0 0" damping="{DAMPING}"/>
@@ -259,7 +260,7 @@ def make_point_maze(obs: str = "state", image_size: int = 64, render_mode: str |
                     layout: str | MazeLayout = "2x2", maze_seed: int | None = None, cell_size: float = 1.0,
                     success_radius: float | None = None, max_force: float | None = None,
                     episode_steps: int | None = None, n_hazards: int = 0,
-                    terminate_on_success: bool = False) -> TaskEnv:
+                    terminate_on_success: bool = False, goal_in_pixels: bool = False) -> TaskEnv:
     """Force-actuated point mass reaching a goal in a maze (rooms, corridors up to giant, hazard cells).
 
     Args:
@@ -273,8 +274,10 @@ def make_point_maze(obs: str = "state", image_size: int = 64, render_mode: str |
         episode_steps: control steps per episode (default 25 per cell of the longest shortest path).
         n_hazards: hazard cells added at random, never cutting the safe cells apart.
         terminate_on_success: end the episode when the goal is reached.
+        goal_in_pixels: pixel observations show the goal marker (default: only frames for people do;
+            the agent gets its goal as an image).
     """
     task = PointMazeTask(layout=layout, maze_seed=maze_seed, cell_size=cell_size, success_radius=success_radius,
                          max_force=max_force, episode_steps=episode_steps, n_hazards=n_hazards)
     return TaskEnv(task, obs=obs, image_size=image_size, render_mode=render_mode,
-                   terminate_on_success=terminate_on_success)
+                   terminate_on_success=terminate_on_success, goal_in_pixels=goal_in_pixels)

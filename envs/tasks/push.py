@@ -25,6 +25,7 @@ from numbers import Real
 
 import numpy as np
 
+from envs.core import GOAL_GROUP
 from envs.registry import register_task
 from envs.tasks.base import Physics, Task, TaskEnv
 
@@ -110,7 +111,8 @@ def build_xml(shape: str, keepout: np.ndarray | None) -> str:
     parts = ("bar", "stem") if shape == "T" else ("box",)
     block = "".join(_box(f"block_{p}", (*off, 0.0), (*half, h), "0.2 0.4 0.9 1", f'mass="{mass}"')
                     for p, (off, half) in zip(parts, SHAPES[shape], strict=True))
-    goal = "".join(_box(f"goal_{p}", (*off, 0.0), (*half, 0.001), "0.1 0.85 0.3 0.6", 'contype="0" conaffinity="0"')
+    goal = "".join(_box(f"goal_{p}", (*off, 0.0), (*half, 0.001), "0.1 0.85 0.3 0.6",
+                        f'contype="0" conaffinity="0" group="{GOAL_GROUP}"')
                    for p, (off, half) in zip(parts, SHAPES[shape], strict=True))
     zone = ""
     if keepout is not None:
@@ -340,8 +342,10 @@ def make_push(obs: str = "state", image_size: int = 64, render_mode: str = "rgb_
     """Planar pusher pushes a square or T block on a walled table to a goal pose (Push-T style).
 
     Task kwargs: ``block`` ("square" | "T"), ``success_pos_tol`` (m), ``success_angle_tol`` (rad),
-    ``episode_steps``, ``keepout`` ((xmin, ymin, xmax, ymax) or None), ``terminate_on_success``.
+    ``episode_steps``, ``keepout`` ((xmin, ymin, xmax, ymax) or None), ``terminate_on_success``,
+    ``goal_in_pixels`` (pixel observations show the goal footprint; default: only frames for people).
     """
     terminate = kwargs.pop("terminate_on_success", False)
+    goal_in_pixels = kwargs.pop("goal_in_pixels", False)
     return TaskEnv(PushTask(**kwargs), obs=obs, image_size=image_size, render_mode=render_mode,
-                   terminate_on_success=terminate)
+                   terminate_on_success=terminate, goal_in_pixels=goal_in_pixels)
