@@ -135,6 +135,7 @@ class Trainer:
         t = self.cfg.training
         # Training episodes are seeded below EVAL_SEED_BASE, evaluation episodes at or above it.
         obs, info = self.env.reset(seed=(self.cfg.seed * 100_003 + self.episode) % EVAL_SEED_BASE)
+        frontiers = None  # an exploring episode: how many least-visited landmarks it has reached
         if not seeding:
             self.actor.reset(episode_goal(self.env, self.actor))
             landmarks = 0
@@ -142,6 +143,7 @@ class Trainer:
                 landmarks = build_landmarks(self.actor, self.replay.observations(5000, seed=self.episode),
                                             seed=self.episode)
             if landmarks and self.rng.random() < t.explore_frontier:  # explore: head for the least visited
+                frontiers = 0
                 self.actor.cost.set_goal(self.actor.planner.frontier())
         observations, actions, rewards = [obs], [], []
         measurements = {k: [v] for k, v in info.get("measurements", {}).items()}
@@ -152,6 +154,8 @@ class Trainer:
             if seeding:
                 action = self.explore()
             else:
+                if frontiers is not None and len(actions) % self.actor.planner.config.replan_every == 0:
+                    frontiers = self._next_frontier(obs, frontiers)
                 action = self.actor.act(obs)
                 noise = t.exploration_noise * self.rng.standard_normal(self.action_dim)
                 action = np.clip(action + noise, -1.0, 1.0).astype(np.float32)
@@ -187,6 +191,17 @@ class Trainer:
             for k, v in zip(("plan", "env", "update"), np.mean(self.step_ms, axis=0), strict=True):
                 writer.add_scalar(f"time/{k}_ms_per_step", float(v), self.step)
         return {"length": len(actions), "success": success, **metrics}
+
+    @torch.no_grad()
+    def _next_frontier(self, obs: Any, reached: int) -> int:
+        """In an exploring episode, once the agent is within reach of its landmark, head for the next
+        least visited one (an episode of a large maze is long enough for several)."""
+        planner = self.actor.planner
+        z = self.model.encode(torch.as_tensor(np.asarray(obs)[None], dtype=torch.float32, device=self.device))[0]
+        if not planner.reached(z, self.actor.cost.z_goal):
+            return reached
+        self.actor.cost.set_goal(planner.frontier(skip=reached + 1))
+        return reached + 1
 
     def timing_summary(self) -> dict[str, float]:
         """Median / p95 milliseconds per training env step after seeding: plan (with exploration

@@ -119,21 +119,29 @@ class HierarchicalPlanner:
         return self.graph
 
     @torch.no_grad()
-    def frontier(self) -> Tensor:
+    def frontier(self, skip: int = 0) -> Tensor:
         """The least visited landmark: the one nearest (in latent L2) to the fewest of the latents
-        the graph was built from. Heading there is how the agent explores what it has barely seen."""
+        the graph was built from. Heading there is how the agent explores what it has barely seen.
+        ``skip=k`` gives the k-th least visited instead (the next one once the first is reached)."""
         if self.graph is None:
             raise RuntimeError("frontier needs a landmark graph: call build_graph first")
         nearest = torch.cdist(self.visited, self.graph.nodes).argmin(1)
         counts = torch.bincount(nearest, minlength=len(self.graph))
-        return self.graph.nodes[int(counts.argmin())]
+        order = torch.argsort(counts, stable=True)
+        return self.graph.nodes[int(order[min(skip, len(order) - 1)])]
+
+    @torch.no_grad()
+    def reached(self, z: Tensor, target: Tensor) -> bool:
+        """Whether the learned cost-to-go puts ``target`` within ``reach`` steps of ``z`` (both [D])."""
+        z, target = z.to(self.device, torch.float32), target.to(self.device, torch.float32)
+        return float(self.steps(z[None], target[None])[0]) <= self.config.reach
 
     def _subgoal(self, z0: Tensor, goal: Tensor) -> Tensor:
         if self._goal is None or not torch.equal(goal, self._goal) or self._since >= self.config.replan_every:
             path, self.route_steps = self.graph.route(z0, goal)
             self.route = [self.graph.nodes[i] for i in path]
             self._goal, self._since = goal.clone(), 0
-        while self.route and float(self.steps(z0[None], self.route[0][None])[0]) <= self.config.reach:
+        while self.route and self.reached(z0, self.route[0]):
             self.route.pop(0)
         return self.route[0] if self.route else goal
 

@@ -123,6 +123,11 @@ def test_route_goes_straight_when_the_goal_is_near_and_constraints_prune_landmar
     crowded = torch.cat([line, torch.zeros(50, 2) + 0.05 * torch.rand(50, 2)])
     high.build_graph(crowded)
     assert float(high.frontier()[0]) >= 0.9
+    # once it is reached, the next least visited: another landmark, not the crowded start
+    assert not torch.equal(high.frontier(skip=1), high.frontier()) and float(high.frontier(skip=1)[0]) > 0.1
+    assert float(high.frontier(skip=10_000)[0]) <= 0.1  # past the end: the most visited
+    assert high.reached(torch.tensor([0.5, 0.5]), torch.tensor([0.6, 0.6]))  # 1.4 steps <= reach 2
+    assert not high.reached(torch.tensor([0.0, 0.0]), torch.tensor([0.6, 0.6]))
     with pytest.raises(ValueError, match="every landmark violates"):
         high.build_graph(line, constraint=lambda z, a: torch.ones(z.shape[0]))
 
