@@ -341,4 +341,6 @@ def eval_overrides(cfg: LaunchConfig, overrides: list[str] | None) -> LaunchConf
     data = cfg.to_dict()
     for key, value in parsed:
         apply_override(data, key, value)
+    if data.get("hierarchy") is None:  # planning flat a run trained with frontier exploration: a training
+        data["training"]["explore_frontier"] = 0.0  # setting, unused at evaluation
     return LaunchConfig.from_dict(data, source="evaluation overrides")

@@ -188,6 +188,8 @@ def test_hierarchical_agent_trains_and_evaluates_through_the_cli(tmp_path, capsy
     capsys.readouterr()
     assert main(["eval", str(run), "--episodes", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["episodes"] == 1
+    assert main(["eval", str(run), "hierarchy=null", "--episodes", "1", "--json"]) == 0  # the same agent, flat
+    assert json.loads(capsys.readouterr().out)["episodes"] == 1
 
     cfg, model = load_agent(next(run.glob("step_*")), torch.device("cpu"))
     env = make_env(cfg)
