@@ -46,6 +46,9 @@ class FrameRenderer:
         self.model = model
         self.fast = fast
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._options = {show: mujoco.MjvOption() for show in (True, False)}  # with / without the goal marks
+        for show, option in self._options.items():
+            option.geomgroup[GOAL_GROUP] = option.sitegroup[GOAL_GROUP] = int(show)
         # Free GL contexts when collected, or at exit before EGL itself is terminated; left to
         # `Renderer.__del__` at interpreter shutdown, EGL raises noisy errors.
         self._finalizer = weakref.finalize(self, _close_all, self._renderers)
@@ -65,9 +68,7 @@ class FrameRenderer:
             renderer = self._renderers[key] = mujoco.Renderer(self.model, height, width)
             if first:  # registered after the GL context exists, so it runs before EGL's exit hook
                 atexit.register(_close_all, self._renderers)
-        option = mujoco.MjvOption()
-        option.geomgroup[GOAL_GROUP] = option.sitegroup[GOAL_GROUP] = int(show_goal)
-        renderer.update_scene(data, camera=camera, scene_option=option)
+        renderer.update_scene(data, camera=camera, scene_option=self._options[bool(show_goal)])
         if markers:
             _add_markers(renderer.scene, markers)
         for name, flag in _FLAG_IDS.items():

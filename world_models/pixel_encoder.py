@@ -33,6 +33,15 @@ def random_shift(x: Tensor, pad: int) -> Tensor:
     return torch.stack([padded[i, :, y:y + h, c:c + w] for i, (y, c) in enumerate(zip(dy, dx, strict=True))])
 
 
+def checked_frame_shape(cfg: WorldModelConfig, encoder: str) -> tuple[int, ...]:
+    """``cfg.obs_shape`` as a frame [H, W, 3] or a stack [K, H, W, 3]; anything else is an error."""
+    shape = tuple(cfg.obs_shape)
+    if len(shape) not in (3, 4) or shape[-1] != 3:
+        raise ValueError(f"the {encoder} encoder takes frames [H, W, 3] or stacks [K, H, W, 3], got obs_shape "
+                         f"{list(shape)}")
+    return shape
+
+
 def frames(obs: Tensor, frame_shape: tuple[int, ...]) -> tuple[tuple[int, ...], Tensor]:
     """uint8 frames ``[..., (K,) H, W, 3]`` -> (the leading shape, float frames [N, K, H, W, 3] in
     [-0.5, 0.5], K = 1 for single frames); a trailing shape other than ``frame_shape`` is an error."""
@@ -49,10 +58,7 @@ def frames(obs: Tensor, frame_shape: tuple[int, ...]) -> tuple[tuple[int, ...], 
 class ConvEncoder(Encoder):
     def __init__(self, cfg: WorldModelConfig):
         super().__init__()
-        shape = list(cfg.obs_shape)
-        if len(shape) not in (3, 4) or shape[-1] != 3:
-            raise ValueError(f"the conv encoder takes frames [H, W, 3] or stacks [K, H, W, 3], got obs_shape {shape}")
-        self.frame_shape = tuple(shape)
+        shape = self.frame_shape = checked_frame_shape(cfg, "conv")
         self.latent_dim = cfg.latent_dim
         self.shift = cfg.image_shift
         channels = 3 * (shape[0] if len(shape) == 4 else 1)

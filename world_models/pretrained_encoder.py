@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from world_models.config import WorldModelConfig
 from world_models.encoders import Encoder, mlp, normalize_latent, register_encoder
-from world_models.pixel_encoder import frames
+from world_models.pixel_encoder import checked_frame_shape, frames
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _BACKBONES: dict[tuple[str, str], nn.Module] = {}  # (folder, sha256) -> the frozen backbone, shared
@@ -81,10 +81,7 @@ def _preprocessing(folder: Path, backbone: nn.Module, image_size: int) -> tuple[
 class PretrainedImageEncoder(Encoder):
     def __init__(self, cfg: WorldModelConfig):
         super().__init__()
-        shape = list(cfg.obs_shape)
-        if len(shape) not in (3, 4) or shape[-1] != 3:
-            raise ValueError(f"the pretrained encoder takes frames [H, W, 3] or stacks [K, H, W, 3], got obs_shape "
-                             f"{shape}")
+        shape = checked_frame_shape(cfg, "pretrained")
         folder = Path(cfg.pretrained_path).expanduser()
         if not cfg.pretrained_path or not (folder / "config.json").is_file():
             raise ValueError(f"pretrained_path {cfg.pretrained_path!r} is not a model folder with a config.json")
@@ -96,7 +93,7 @@ class PretrainedImageEncoder(Encoder):
         self._key = (str(folder.resolve()), digest)
         if self._key not in _BACKBONES:
             _BACKBONES[self._key] = _load_backbone(folder)
-        self.frame_shape = tuple(shape)
+        self.frame_shape = shape
         self.latent_dim = cfg.latent_dim
         size, mean, std = _preprocessing(folder, self.backbone, cfg.pretrained_image_size)
         self.size = size
