@@ -15,6 +15,7 @@ from agent.actor import MPCActor, policy_proposal
 from agent.cost import CRITIC_TERM, PENALTY_TERM, TASK_TERM, VALUE_TERM, CostModule
 from agent.guardrails import GuardrailSet
 from agent.launch import LaunchConfig
+from agent.memory import EpisodeReplay
 from planners.hierarchical import HierarchicalPlanner, HierarchyConfig
 from planners.registry import make_planner
 from world_models.config import WorldModelConfig
@@ -111,16 +112,34 @@ def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device
                     guardrails=None if soft else guardrails, fallback=fallback, mode=mode)
 
 
+# Experience edges need whole episodes: the landmarks of such a hierarchy are drawn from this many
+# visited observations at most (whole episodes at random), encoded once per graph.
+EXPERIENCE_STEPS = 20_000
+
+
+def landmark_observations(actor: MPCActor, replay: EpisodeReplay, seed: int = 0, limit: int | None = 5000
+                          ) -> tuple[np.ndarray, np.ndarray | None]:
+    """What a hierarchical actor's landmarks are drawn from: ``limit`` observations of the replay at
+    random (all with None), episodes None; or, for experience edges, whole episodes in time order
+    and the episode of each observation (``EpisodeReplay.episode_observations``)."""
+    planner = actor.planner
+    if isinstance(planner, HierarchicalPlanner) and planner.config.edges == "experience":
+        return replay.episode_observations(EXPERIENCE_STEPS, seed)
+    return replay.observations(limit, seed=seed), None
+
+
 @torch.no_grad()
-def build_landmarks(actor: MPCActor, observations: np.ndarray | torch.Tensor, limit: int = 5000,
-                    seed: int = 0) -> int:
+def build_landmarks(actor: MPCActor, observations: np.ndarray | torch.Tensor, episodes: np.ndarray | None = None,
+                    limit: int = 5000, seed: int = 0) -> int:
     """Give a hierarchical actor its landmark graph from observations the agent visited (at most
-    ``limit`` of them, drawn at random): encoded, farthest-point sampled, pruned by the guardrails.
+    ``limit`` of them, drawn at random; all of them, in order, when their ``episodes`` are given, for
+    experience edges): encoded, farthest-point sampled, pruned by the guardrails.
     Returns the number of landmarks (0: the actor does not plan hierarchically)."""
     if not isinstance(actor.planner, HierarchicalPlanner):
         return 0
     obs = torch.as_tensor(np.asarray(observations), dtype=torch.float32)
-    if obs.shape[0] > limit:
+    if episodes is None and obs.shape[0] > limit:
         obs = obs[torch.randperm(obs.shape[0], generator=torch.Generator().manual_seed(seed))[:limit]]
     latents = torch.cat([actor.model.encode(chunk.to(actor.device)) for chunk in obs.split(1024)])
-    return len(actor.planner.build_graph(latents, constraint=actor.guardrails))
+    ids = None if episodes is None else torch.as_tensor(np.asarray(episodes), device=latents.device)
+    return len(actor.planner.build_graph(latents, constraint=actor.guardrails, episodes=ids))

@@ -12,6 +12,7 @@ import torch
 
 from agent.checkpoint import load_checkpoint, save_checkpoint
 from agent.launch import LaunchConfig
+from agent.memory import EpisodeReplay
 from world_models.config import WorldModelConfig
 from world_models.jepa import JEPAWorldModel
 
@@ -108,10 +109,15 @@ def load_agent(path: str | Path, device: torch.device) -> tuple[LaunchConfig, JE
     return cfg, model
 
 
-def replay_observations(path: str | Path) -> torch.Tensor:
-    """The observations stored in a checkpoint's replay (the hierarchical planner's landmarks come
-    from them)."""
+def load_replay(path: str | Path) -> EpisodeReplay:
+    """The replay stored in a checkpoint, as a buffer just large enough for it (the hierarchical
+    planner's landmarks come from it)."""
     tensors, _ = load_checkpoint(path, kind=KIND)
-    if "replay.obs" not in tensors:
-        raise ValueError(f"checkpoint {path} holds no replay observations to draw landmarks from")
-    return tensors["replay.obs"]
+    state = _split(tensors, "replay.")
+    if "obs" not in state or "actions" not in state:
+        raise ValueError(f"checkpoint {path} holds no replay to draw landmarks from")
+    measurements = {k[len("meas/"):]: v.shape[-1] for k, v in state.items() if k.startswith("meas/")}
+    replay = EpisodeReplay(int(state["capacity"].reshape(-1)[0]), tuple(state["obs"].shape[1:]),
+                           state["obs"].numpy().dtype, state["actions"].shape[-1], measurements)
+    replay.load_state_dict(state)
+    return replay

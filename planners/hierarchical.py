@@ -34,7 +34,9 @@ import torch
 from torch import Tensor
 
 from planners.base import Constraint, Dynamics, Plan, check_float, check_int
-from planners.landmarks import LandmarkGraph, StepsFn, farthest_point_sample
+from planners.landmarks import LandmarkGraph, StepsFn, experience_weights, farthest_point_sample
+
+EDGE_KINDS = ("learned", "experience")
 
 
 @dataclass
@@ -43,11 +45,20 @@ class HierarchyConfig:
     max_edge: float = 10.0      # join landmarks the cost-to-go rates at most this many steps apart
     reach: float = 2.0          # a subgoal within this many steps counts as reached: go to the next
     replan_every: int = 10      # executed actions between two routings (the high level's time scale)
+    # what joins landmarks: "learned" (the cost-to-go rates them <= max_edge apart) or "experience"
+    # (the agent's episodes went from one to the other within max_edge steps; a visited latent
+    # belongs to a landmark within `reach` steps of it both ways): see planners.landmarks
+    edges: str = "learned"
+    reversible: bool = False    # experience edges also join in reverse (motions that can be undone)
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
+        if self.edges not in EDGE_KINDS:
+            raise ValueError(f"edges must be one of {EDGE_KINDS}, got {self.edges!r}")
+        if not isinstance(self.reversible, bool):
+            raise ValueError(f"reversible must be true or false, got {self.reversible!r}")
         check_int("landmarks", self.landmarks, 2)
         check_float("max_edge", self.max_edge, 0.0, low_open=True)
         check_float("reach", self.reach, 0.0)
@@ -104,17 +115,28 @@ class HierarchicalPlanner:
 
     # -- the high level ---------------------------------------------------------------------------
     @torch.no_grad()
-    def build_graph(self, latents: Tensor, constraint: Constraint | None = None) -> LandmarkGraph:
+    def build_graph(self, latents: Tensor, constraint: Constraint | None = None,
+                    episodes: Tensor | None = None) -> LandmarkGraph:
         """Landmarks from latents [M, D] the agent visited (farthest-point sample), minus those the
-        constraint rules out (checked as a one-step trajectory with a zero action)."""
+        constraint rules out (checked as a one-step trajectory with a zero action). Experience edges
+        (``edges: experience``) need the latents in time order and ``episodes`` [M], the episode of each."""
+        cfg = self.config
         latents = latents.to(self.device, torch.float32)
-        nodes = latents[farthest_point_sample(latents, self.config.landmarks, self.generator)]
+        nodes = latents[farthest_point_sample(latents, cfg.landmarks, self.generator)]
         if constraint is not None:
             zero = torch.zeros(nodes.shape[0], 1, self.action_dim, device=nodes.device)
             nodes = nodes[constraint(nodes[:, None], zero) <= 0]
             if nodes.shape[0] == 0:
                 raise ValueError("every landmark violates the constraint: no subgoal is safe")
-        self.graph = LandmarkGraph(nodes, self.steps, self.config.max_edge)
+        weights = None
+        if cfg.edges == "experience":
+            if episodes is None:
+                raise ValueError("hierarchy edges 'experience' join landmarks along the agent's episodes: "
+                                 "build_graph needs the latents in time order and their episode ids")
+            weights = experience_weights(nodes, latents, torch.as_tensor(episodes), self.steps, cfg.max_edge,
+                                         cfg.reach, cfg.reversible)
+        self.graph = LandmarkGraph(nodes, self.steps, cfg.max_edge, weights=weights,
+                                   trusted=cfg.reach if weights is not None else None)
         self.visited = latents
         return self.graph
 

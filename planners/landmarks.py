@@ -9,7 +9,16 @@ edges. All-pairs shortest paths (Floyd-Warshall, with next hops) are computed on
 query from the current latent to a goal latent is then one batched cost-to-go call to connect
 both ends and an argmin.
 
-Nothing here reads privileged state: nodes are latents, edges come from a learned function.
+A learned distance can be wrong in a way that shortest paths seek out: a "wormhole", two
+landmarks on either side of a wall rated a few steps apart. Routes then run through the wall. On
+a 4x4-rooms agent, 5.7% of the learned edges were wormholes, and 58% of the routes between random
+landmarks used one. ``experience_weights`` joins landmarks only where the agent's own episodes
+went from one to the other within ``max_edge`` steps (weight: the fewest steps seen), which no
+wall can be crossed by; the learned distance then only decides, at short range (``radius``),
+which landmark a visited latent belongs to.
+
+Nothing here reads privileged state: nodes are latents, edges come from a learned function or
+from the agent's own experience.
 """
 
 from __future__ import annotations
@@ -55,21 +64,63 @@ def shortest_paths(weights: Tensor) -> tuple[Tensor, Tensor]:
     return dist, hop
 
 
-class LandmarkGraph:
-    """Landmarks [N, D] joined where ``steps`` rates them <= ``max_edge`` apart; routes between latents."""
+@torch.no_grad()
+def experience_weights(nodes: Tensor, latents: Tensor, episodes: Tensor, steps: StepsFn, max_edge: float,
+                       radius: float, reversible: bool = False, chunk: int = 4096) -> Tensor:
+    """Edge weights [N, N] between landmarks nodes [N, D] from the agent's episodes (inf: no edge).
 
-    def __init__(self, nodes: Tensor, steps: StepsFn, max_edge: float, chunk: int = 64):
+    latents [M, D] are visited latents in time order within each episode; episodes [M] the episode
+    of each (equal ids for consecutive latents of one episode). Each latent belongs to its nearest
+    landmark (L2) when ``steps`` rates them at most ``radius`` apart both ways, else to none. Landmark
+    i is joined to j with weight d when a latent of i is followed d <= ``max_edge`` steps later, in
+    the same episode, by one of j (the smallest such d). ``reversible``: also join j to i (for
+    systems whose motions can be undone, as a ball in a maze; not a door that only opens one way).
+    """
+    if latents.dim() != 2 or episodes.shape != latents.shape[:1]:
+        raise ValueError(f"experience edges need latents [M, D] and episodes [M], got {tuple(latents.shape)} "
+                         f"and {tuple(episodes.shape)}")
+    n = nodes.shape[0]
+    labels = []
+    for part in latents.split(chunk):
+        label = torch.cdist(part, nodes).argmin(1)
+        near = (steps(part, nodes[label]) <= radius) & (steps(nodes[label], part) <= radius)
+        labels.append(torch.where(near, label, torch.full_like(label, -1)))
+    label = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long, device=nodes.device)
+    episodes = episodes.to(label.device)
+    weights = torch.full((n * n,), math.inf, device=nodes.device)
+    for d in range(1, min(int(max_edge), label.shape[0] - 1) + 1):
+        a, b = label[:-d], label[d:]
+        seen = (episodes[:-d] == episodes[d:]) & (a >= 0) & (b >= 0) & (a != b)
+        weights.scatter_reduce_(0, a[seen] * n + b[seen], torch.full((int(seen.sum()),), float(d),
+                                                                     device=nodes.device), "amin")
+    weights = weights.view(n, n)
+    return torch.minimum(weights, weights.T) if reversible else weights
+
+
+class LandmarkGraph:
+    """Landmarks [N, D] joined where ``steps`` rates them <= ``max_edge`` apart (or by the given edge
+    ``weights`` [N, N], inf = no edge, e.g. ``experience_weights``); routes between latents."""
+
+    def __init__(self, nodes: Tensor, steps: StepsFn, max_edge: float, chunk: int = 64,
+                 weights: Tensor | None = None, trusted: float | None = None):
         if nodes.dim() != 2 or nodes.shape[0] < 1:
             raise ValueError(f"landmarks must be [N, D] with N >= 1, got {tuple(nodes.shape)}")
         if not max_edge > 0:
             raise ValueError(f"max_edge must be > 0, got {max_edge}")
         self.nodes, self.steps, self.max_edge = nodes, steps, float(max_edge)
+        # with experience edges: the range within which `steps` is trusted at the route's two ends
+        self.trusted = None if trusted is None else float(trusted)
         n = nodes.shape[0]
-        with torch.no_grad():
-            rows = [steps(nodes[i:i + chunk, None].expand(-1, n, -1), nodes[None].expand(min(chunk, n - i), n, -1))
-                    for i in range(0, n, chunk)]
-        pairwise = torch.cat(rows).float()
-        self.weights = torch.where(pairwise <= self.max_edge, pairwise, torch.full_like(pairwise, math.inf))
+        if weights is not None:
+            if weights.shape != (n, n):
+                raise ValueError(f"edge weights must be [{n}, {n}] for {n} landmarks, got {tuple(weights.shape)}")
+            self.weights = weights.float()
+        else:
+            with torch.no_grad():
+                rows = [steps(nodes[i:i + chunk, None].expand(-1, n, -1),
+                              nodes[None].expand(min(chunk, n - i), n, -1)) for i in range(0, n, chunk)]
+            pairwise = torch.cat(rows).float()
+            self.weights = torch.where(pairwise <= self.max_edge, pairwise, torch.full_like(pairwise, math.inf))
         self.dist, self.hop = shortest_paths(self.weights)
 
     def __len__(self) -> int:
@@ -91,18 +142,25 @@ class LandmarkGraph:
 
         An empty list means "head for the goal directly": the goal is within ``max_edge`` of z and
         no route through landmarks is shorter, or no route exists (then the steps are the direct
-        estimate, however long).
+        estimate, however long). With ``trusted`` (experience edges), the learned steps are believed
+        only that far: both ends join the landmarks within ``trusted`` (within ``max_edge`` when none
+        is), and the agent heads straight for the goal only when it is that near or no route exists.
         """
         n = len(self)
-        to_nodes = self.steps(z.expand(n, -1), self.nodes).float()
-        from_nodes = self.steps(self.nodes, z_goal.expand(n, -1)).float()
+        to_nodes = self._ends(self.steps(z.expand(n, -1), self.nodes).float())
+        from_nodes = self._ends(self.steps(self.nodes, z_goal.expand(n, -1)).float())
         direct = float(self.steps(z[None], z_goal[None])[0])
-        inf = torch.full_like(to_nodes, math.inf)
-        to_nodes = torch.where(to_nodes <= self.max_edge, to_nodes, inf)
-        from_nodes = torch.where(from_nodes <= self.max_edge, from_nodes, inf)
         total = to_nodes[:, None] + self.dist + from_nodes[None, :]
         best = int(total.argmin())
         via = float(total.flatten()[best])
-        if not math.isfinite(via) or (direct <= self.max_edge and direct <= via):
+        near = direct <= self.trusted if self.trusted is not None else direct <= self.max_edge and direct <= via
+        if not math.isfinite(via) or near:
             return [], direct
         return self.path(best // n, best % n), via
+
+    def _ends(self, steps: Tensor) -> Tensor:
+        """Learned steps between a latent and every landmark -> the edges joining it to the graph."""
+        reach = self.max_edge
+        if self.trusted is not None and bool((steps <= self.trusted).any()):
+            reach = self.trusted
+        return torch.where(steps <= reach, steps, torch.full_like(steps, math.inf))

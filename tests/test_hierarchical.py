@@ -18,11 +18,12 @@ from agent.actor import episode_goal
 from agent.build import build_landmarks, make_actor, make_env
 from agent.cli import main
 from agent.cost import CostModule
+from agent.graph_audit import audit
 from agent.record import subgoal_markers
-from agent.snapshot import load_agent, replay_observations
+from agent.snapshot import load_agent, load_replay
 from planners import make_planner
 from planners.hierarchical import HierarchicalPlanner, HierarchyConfig
-from planners.landmarks import LandmarkGraph, farthest_point_sample, shortest_paths
+from planners.landmarks import LandmarkGraph, experience_weights, farthest_point_sample, shortest_paths
 from world_models.coarse import CoarseModel, sample_coarse_windows
 from world_models.encoders import normalize_latent
 
@@ -109,6 +110,68 @@ def test_subgoals_lead_around_the_wall_in_the_simulator():
     assert not flat_reached
 
 
+def test_experience_edges_join_landmarks_along_the_episodes_only():
+    """Exact weights: the fewest steps between latents of two landmarks within one episode; no edge
+    across an episode boundary, from latents beyond ``radius`` of every landmark, or past max_edge."""
+    steps = lambda z, g: (z - g.expand_as(z)).norm(dim=-1) * 10  # noqa: E731  (10 steps per unit)
+    nodes = torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])
+    xs = [0.0, 0.2, 1.0, 2.0, 3.0, 0.5, 2.9]  # episode 0: 0, 0, 1, 2; episode 1: 3, none, 3
+    latents = torch.tensor([[x, 0.0] for x in xs])
+    episodes = torch.tensor([0, 0, 0, 0, 1, 1, 1])
+    w = experience_weights(nodes, latents, episodes, steps, max_edge=2.0, radius=3.0)
+    inf = math.inf
+    expected = torch.tensor([[inf, 1, 2, inf], [inf, inf, 1, inf], [inf, inf, inf, inf], [inf, inf, inf, inf]])
+    assert torch.equal(w, expected)  # 2 -> 3 would join the two episodes; 0 -> 2 from t=0 is 3 > max_edge steps
+    back = experience_weights(nodes, latents, episodes, steps, max_edge=2.0, radius=3.0, reversible=True)
+    assert torch.equal(back, torch.minimum(expected, expected.T))
+    graph = LandmarkGraph(nodes, steps, 2.0, weights=back, trusted=3.0)
+    assert graph.path(2, 0) == [2, 0] and graph.path(0, 3) == []
+    with pytest.raises(ValueError, match="edge weights must be \\[4, 4\\]"):
+        LandmarkGraph(nodes, steps, 2.0, weights=torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="latents \\[M, D\\] and episodes \\[M\\]"):
+        experience_weights(nodes, latents, episodes[:3], steps, 2.0, 3.0)
+    high = HierarchicalPlanner(make_planner("mppi", 2, horizon=3, samples=16, elites=4, iterations=1, seed=0),
+                               HierarchyConfig(landmarks=4, edges="experience"), steps)
+    with pytest.raises(ValueError, match="'experience' join landmarks along the agent's episodes"):
+        high.build_graph(latents)
+    with pytest.raises(ValueError, match="edges must be one of"):
+        HierarchyConfig(edges="straight")
+
+
+def test_experience_edges_route_around_a_wall_that_the_learned_distance_jumps():
+    """A cost-to-go with a wormhole: it rates positions by their straight-line distance, through the
+    wall. Landmarks joined by it route straight at the wall and the ball stays in its room; joined
+    by where the ball's own random episodes went, the route takes the corridor and the ball
+    reaches the goal in the simulator."""
+    env = envs.make("oda/PointMaze-v0", layout=U_MAZE)
+    layout = env.unwrapped.task.layout
+    rng = np.random.default_rng(0)
+    visited, episodes = [], []
+    for episode in range(30):  # random walks: a random push held for 10 steps at a time
+        obs, _ = env.reset(seed=episode)
+        for t in range(80):
+            if t % 10 == 0:
+                push = rng.uniform(-1, 1, 2)
+            visited.append(obs[:2])
+            episodes.append(episode)
+            obs, *_ = env.step(push)
+    visited, episodes = torch.as_tensor(np.array(visited)), torch.tensor(episodes)
+    wormhole = lambda z, g: (z - g.expand_as(z)).norm(dim=-1) * 4.0  # noqa: E731  (4 steps per cell)
+
+    def high(edges):
+        low = make_planner("mppi", 2, horizon=6, samples=64, elites=8, iterations=2, seed=0)
+        planner = HierarchicalPlanner(low, HierarchyConfig(landmarks=40, max_edge=12.0, reach=2.0, replan_every=5,
+                                                           edges=edges, reversible=True), wormhole)
+        planner.build_graph(visited, episodes=episodes)
+        return planner
+
+    reached, subgoals = drive(env, high("experience"))
+    rows = {layout.xy_to_cell(s.numpy())[0] for s in subgoals if s is not None}
+    assert 3 in rows and reached  # through the corridor along the bottom row
+    learned_reached, _ = drive(env, high("learned"))
+    assert not learned_reached
+
+
 def test_route_goes_straight_when_the_goal_is_near_and_constraints_prune_landmarks():
     steps = lambda z, g: (z - g.expand_as(z)).norm(dim=-1) * 10  # noqa: E731
     line = torch.linspace(0, 1, 11)[:, None].repeat(1, 2)
@@ -171,8 +234,10 @@ def test_coarse_model_learns_where_k_steps_toward_a_subgoal_lead():
 
 def test_hierarchical_agent_trains_and_evaluates_through_the_cli(tmp_path, capsys):
     """A tiny agent with the cost-to-go and the coarse model, trained and evaluated with a
-    hierarchy: the coarse model's loss is logged, eval routes over landmarks from the replay, and
-    a hierarchy without a cost-to-go or with an unknown key is refused by name."""
+    hierarchy: the coarse model's loss is logged, eval routes over landmarks from the replay (with
+    learned or experience edges; the audit finds no wormhole in an open room), and a hierarchy
+    without a cost-to-go or with an unknown key is refused by name. (The barely trained cost-to-go
+    rates even consecutive states ~10 steps apart, hence the wide reach for experience edges.)"""
     launch = Path(__file__).parent.parent / "launch" / "demo.yaml"
     tiny = ["training.steps=200", "training.seed_steps=120", "training.batch_size=16", "training.eval_every=200",
             "training.eval_episodes=1", "training.checkpoint_every=0", "training.episode_steps=40",
@@ -190,12 +255,18 @@ def test_hierarchical_agent_trains_and_evaluates_through_the_cli(tmp_path, capsy
     assert json.loads(capsys.readouterr().out)["episodes"] == 1
     assert main(["eval", str(run), "hierarchy=null", "--episodes", "1", "--json"]) == 0  # the same agent, flat
     assert json.loads(capsys.readouterr().out)["episodes"] == 1
+    experience = "hierarchy={landmarks: 16, max_edge: 20.0, reach: 20.0, edges: experience, reversible: true}"
+    assert main(["eval", str(run), experience, "--episodes", "1", "--json"]) == 0  # edges from the replay's episodes
+    assert json.loads(capsys.readouterr().out)["episodes"] == 1
+    report = audit(str(next(run.glob("step_*"))), [experience])
+    assert report["edges_kind"] == "experience" and report["landmarks"] == 16 and report["edges"] > 0
+    assert report["wormholes"] == 0  # an open room has no wall to jump through
 
     cfg, model = load_agent(next(run.glob("step_*")), torch.device("cpu"))
     env = make_env(cfg)
     actor = make_actor(cfg, model, 2, torch.device("cpu"), env=env)
     assert isinstance(actor.planner, HierarchicalPlanner)
-    assert build_landmarks(actor, replay_observations(next(run.glob("step_*")))) == 16
+    assert build_landmarks(actor, load_replay(next(run.glob("step_*"))).observations()) == 16
     obs, _ = env.reset(seed=3)
     actor.reset(episode_goal(env, actor))
     actor.act(obs)

@@ -73,6 +73,27 @@ def test_eviction_keeps_newest_whole_episodes_and_wraps():
     assert set(batch["obs"][:, 0, 0].astype(int)) == {9, 10}
 
 
+def test_episode_observations_are_whole_episodes_in_time_order_with_their_ids():
+    """What experience edges between landmarks read: whole episodes (also across the ring's wrap),
+    oldest first, each in time order, at most `limit` observations (but always one episode)."""
+    buf = EpisodeReplay(30, (2,), np.float32, 2, {"xy": 2})
+    for ep_id in range(10):  # wraps the ring: episodes 7, 8, 9 remain
+        buf.add_episode(*make_episode(ep_id, 7))
+    obs, ids = buf.episode_observations(limit=24, seed=0)
+    assert obs.shape == (24, 2) and ids.tolist() == [0] * 8 + [1] * 8 + [2] * 8
+    np.testing.assert_array_equal(obs[:, 0], [7] * 8 + [8] * 8 + [9] * 8)
+    np.testing.assert_array_equal(obs[:, 1], np.tile(np.arange(8), 3))
+    obs, ids = buf.episode_observations(limit=17, seed=1)  # room for two of the three
+    assert obs.shape == (16, 2) and len(set(ids.tolist())) == 2 and np.all(np.diff(obs[:, 0]) >= 0)
+    for i in set(ids.tolist()):  # one id per episode, its observations in time order
+        np.testing.assert_array_equal(obs[ids == i, 1], np.arange(8))
+        assert len(set(obs[ids == i, 0].tolist())) == 1
+    obs, ids = buf.episode_observations(limit=3, seed=0)  # smaller than any episode: still one
+    assert obs.shape == (8, 2) and set(ids.tolist()) == {ids[0]}
+    empty = EpisodeReplay(10, (2,), np.float32, 2).episode_observations(100)
+    assert empty[0].shape == (0, 2) and empty[1].shape == (0,)
+
+
 def test_pixel_storage_is_uint8():
     buf = EpisodeReplay(100, (64, 64, 3), np.uint8, 1)
     assert buf._obs.dtype == np.uint8 and buf._obs.nbytes == 100 * 64 * 64 * 3

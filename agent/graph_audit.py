@@ -1,0 +1,79 @@
+"""Audit a PointMaze agent's landmark graph against the maze (a benchmark, not used by the agent).
+
+    python -m agent.graph_audit CHECKPOINT [key=value ...] [--pairs 400] [--seed 0]
+
+The graph is built as ``oda eval`` builds it (same overrides, e.g. ``hierarchy={..., edges:
+experience}``). Each landmark's true position is read from the replay's ``agent_xy``. An edge is
+a *wormhole* when the maze's shortest path between the two landmarks' cells is more than
+``SLACK`` cells longer than the straight line between them: the edge claims a short trip that
+only a way through a wall would allow. Then the shortest routes between random landmark pairs
+are checked: how many use a wormhole, how many pairs the graph cannot join. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+from agent.build import build_landmarks, landmark_observations, make_actor, make_env
+from agent.launch import eval_overrides
+from agent.snapshot import load_agent, load_replay
+
+SLACK = 2.5  # cells: a path around a wall corner is longer than the straight line, but not by this much
+
+
+def audit(checkpoint: str, overrides: list[str], pairs: int = 400, seed: int = 0) -> dict:
+    cfg, model = load_agent(checkpoint, torch.device("cpu"))
+    cfg = eval_overrides(cfg, overrides)
+    env = make_env(cfg)
+    task = env.unwrapped.task
+    if not hasattr(task, "layout"):
+        raise ValueError(f"{cfg.env.id} has no maze layout to audit the graph against")
+    actor = make_actor(cfg, model, env.action_space.shape[0], torch.device("cpu"), env=env)
+    replay = load_replay(checkpoint)
+    if not build_landmarks(actor, *landmark_observations(actor, replay, seed, limit=None), seed=seed):
+        raise ValueError("the launch config has no hierarchy: give one, e.g. 'hierarchy={landmarks: 256}'")
+    graph = actor.planner.graph
+    with torch.no_grad():  # each landmark is a replay latent: its nearest one gives the true position
+        observations = torch.as_tensor(replay.observations(), dtype=torch.float32)
+        latents = torch.cat([model.encode(chunk) for chunk in observations.split(4096)])
+        index = torch.cdist(graph.nodes, latents).argmin(1).numpy()
+    xy = replay.state_dict()["meas/agent_xy"][index]
+    cells = [task.layout.xy_to_cell(p, task.cell_size) for p in xy]
+    tables = {c: task.layout.distances_from(c) for c in set(cells)}
+    geodesic = np.array([[tables[a][b] for b in cells] for a in cells], dtype=float)
+    straight = np.linalg.norm(xy[:, None] - xy[None], axis=-1) / task.cell_size
+    n = len(cells)
+    edges = np.isfinite(graph.weights.numpy()) & ~np.eye(n, dtype=bool)
+    wormholes = edges & (geodesic > straight + SLACK)
+    rng = np.random.default_rng(seed)
+    through = joined = 0
+    for _ in range(pairs):
+        i, j = (int(k) for k in rng.choice(n, size=2, replace=False))
+        path = graph.path(i, j)
+        if path:
+            joined += 1
+            through += any(wormholes[a, b] for a, b in zip(path[:-1], path[1:], strict=False))
+    return {"checkpoint": str(checkpoint), "edges_kind": actor.planner.config.edges, "landmarks": n,
+            "edges": int(edges.sum()), "wormholes": int(wormholes.sum()),
+            "wormhole_share": round(float(wormholes.sum() / max(edges.sum(), 1)), 4),
+            "pairs": pairs, "pairs_joined": joined, "routes_through_a_wormhole": int(through),
+            "landmark_cells": len(set(cells)), "free_cells": len(task.layout.free_cells())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m agent.graph_audit", description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint")
+    p.add_argument("overrides", nargs="*", help="key=value, as for oda eval (e.g. a hierarchy)")
+    p.add_argument("--pairs", type=int, default=400, help="random landmark pairs whose routes are checked")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    print(json.dumps(audit(args.checkpoint, args.overrides, args.pairs, args.seed)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
