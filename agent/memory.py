@@ -212,24 +212,23 @@ class EpisodeReplay:
             slots = np.sort(np.random.default_rng(seed).choice(slots, size=limit, replace=False))
         return self._obs[slots]
 
-    # ------------------------------------------------------------------ persistence
     def episode_observations(self, limit: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Whole episodes drawn at random, at most ``limit`` observations in all (at least one episode),
         oldest first: (the observations [M, ...] in time order, the index of each one's episode [M]).
         What experience edges between landmarks are read from (``planners.landmarks``)."""
-        chosen, total = [], 0
-        for i in np.random.default_rng(seed).permutation(len(self._episodes)):
-            n = self._episodes[i][1]
+        episodes, chosen, total = list(self._episodes), [], 0
+        for i in np.random.default_rng(seed).permutation(len(episodes)):
+            n = episodes[i][1]
             if not chosen or total + n <= limit:
                 chosen.append(int(i))
                 total += n
         chosen.sort()
         if not chosen:
             return self._obs[:0], np.zeros(0, dtype=np.int64)
-        slots = np.concatenate([(self._episodes[i][0] + np.arange(self._episodes[i][1])) % self.capacity
-                                for i in chosen])
-        return self._obs[slots], np.repeat(np.asarray(chosen, dtype=np.int64), [self._episodes[i][1] for i in chosen])
+        slots = np.concatenate([(episodes[i][0] + np.arange(episodes[i][1])) % self.capacity for i in chosen])
+        return self._obs[slots], np.repeat(np.asarray(chosen, dtype=np.int64), [episodes[i][1] for i in chosen])
 
+    # ------------------------------------------------------------------ persistence
     def _ordered_slots(self) -> np.ndarray:
         return (self._tail + np.arange(self._used)) % self.capacity
 
