@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.build import build_landmarks, landmark_observations, make_actor, make_env
+from agent.build import landmarks_from_replay, make_actor, make_env
 from agent.evaluate import evaluate
 from agent.launch import load_launch
 from agent.trainer import Trainer
@@ -39,7 +39,7 @@ def run_one(launch_file: str, seed: int, episodes: int, out: str | Path, overrid
         env = make_env(cfg)
         actor = make_actor(cfg, trainer.model, trainer.action_dim, trainer.device, planner=planner, env=env)
         if cfg.hierarchy is not None:  # a hierarchy routes over the run's own replay
-            build_landmarks(actor, *landmark_observations(actor, trainer.replay))
+            landmarks_from_replay(actor, trainer.replay)
         result = evaluate(env, actor, episodes, seed=0)
         row = {"launch": name, "task": cfg.env.id, "seed": seed, "planner": planner,
                "env_steps": trainer.step, "train_minutes": round(train_s / 60, 2), **result}

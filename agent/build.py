@@ -117,17 +117,6 @@ def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device
 EXPERIENCE_STEPS = 20_000
 
 
-def landmark_observations(actor: MPCActor, replay: EpisodeReplay, seed: int = 0, limit: int | None = 5000
-                          ) -> tuple[np.ndarray, np.ndarray | None]:
-    """What a hierarchical actor's landmarks are drawn from: ``limit`` observations of the replay at
-    random (all with None), episodes None; or, for experience edges, whole episodes in time order
-    and the episode of each observation (``EpisodeReplay.episode_observations``)."""
-    planner = actor.planner
-    if isinstance(planner, HierarchicalPlanner) and planner.config.edges == "experience":
-        return replay.episode_observations(EXPERIENCE_STEPS, seed)
-    return replay.observations(limit, seed=seed), None
-
-
 @torch.no_grad()
 def build_landmarks(actor: MPCActor, observations: np.ndarray | torch.Tensor, episodes: np.ndarray | None = None,
                     limit: int = 5000, seed: int = 0) -> int:
@@ -143,3 +132,14 @@ def build_landmarks(actor: MPCActor, observations: np.ndarray | torch.Tensor, ep
     latents = torch.cat([actor.model.encode(chunk.to(actor.device)) for chunk in obs.split(1024)])
     ids = None if episodes is None else torch.as_tensor(np.asarray(episodes), device=latents.device)
     return len(actor.planner.build_graph(latents, constraint=actor.guardrails, episodes=ids))
+
+
+def landmarks_from_replay(actor: MPCActor, replay: EpisodeReplay, seed: int = 0, limit: int | None = 5000) -> int:
+    """``build_landmarks`` from a replay: ``limit`` of its observations at random (all with None); or,
+    for experience edges, whole episodes in time order with the episode of each observation
+    (``EpisodeReplay.episode_observations``, ``EXPERIENCE_STEPS`` at most)."""
+    planner = actor.planner
+    if isinstance(planner, HierarchicalPlanner) and planner.config.edges == "experience":
+        observations, episodes = replay.episode_observations(EXPERIENCE_STEPS, seed)
+        return build_landmarks(actor, observations, episodes, seed=seed)
+    return build_landmarks(actor, replay.observations(limit, seed=seed), seed=seed)

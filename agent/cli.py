@@ -146,10 +146,10 @@ def _load_actor(args: argparse.Namespace):
                        "calibration_near": args.calibrate_near, "calibration_samples": counts,
                        "readout_error_bound": {k: [round(float(x), 5) for x in v] for k, v in errors.items()}}
     if cfg.hierarchy is not None and args.mode == "plan":  # landmarks from the checkpoint's own replay
-        from agent.build import build_landmarks, landmark_observations
+        from agent.build import landmarks_from_replay
         from agent.snapshot import load_replay
 
-        build_landmarks(actor, *landmark_observations(actor, load_replay(path), args.seed, limit=None), seed=args.seed)
+        landmarks_from_replay(actor, load_replay(path), args.seed, limit=None)
     return cfg, env, actor, calibration
 
 

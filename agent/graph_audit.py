@@ -18,7 +18,7 @@ import json
 import numpy as np
 import torch
 
-from agent.build import build_landmarks, landmark_observations, make_actor, make_env
+from agent.build import landmarks_from_replay, make_actor, make_env
 from agent.launch import eval_overrides
 from agent.snapshot import load_agent, load_replay
 
@@ -34,7 +34,7 @@ def audit(checkpoint: str, overrides: list[str], pairs: int = 400, seed: int = 0
         raise ValueError(f"{cfg.env.id} has no maze layout to audit the graph against")
     actor = make_actor(cfg, model, env.action_space.shape[0], torch.device("cpu"), env=env)
     replay = load_replay(checkpoint)
-    if not build_landmarks(actor, *landmark_observations(actor, replay, seed, limit=None), seed=seed):
+    if not landmarks_from_replay(actor, replay, seed, limit=None):
         raise ValueError("the launch config has no hierarchy: give one, e.g. 'hierarchy={landmarks: 256}'")
     graph = actor.planner.graph
     with torch.no_grad():  # each landmark is a replay latent: its nearest one gives the true position

@@ -20,7 +20,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from agent.actor import episode_goal
-from agent.build import build_landmarks, env_dims, landmark_observations, make_actor, make_env, world_model_config
+from agent.build import env_dims, landmarks_from_replay, make_actor, make_env, world_model_config
 from agent.checkpoint import checkpoint_dir, latest_checkpoint
 from agent.device import resolve_device, seed_everything
 from agent.evaluate import EVAL_SEED_BASE, evaluate
@@ -140,8 +140,7 @@ class Trainer:
             self.actor.reset(episode_goal(self.env, self.actor))
             landmarks = 0
             if self.cfg.hierarchy is not None:  # routes over landmarks drawn from the replay
-                landmarks = build_landmarks(self.actor, *landmark_observations(self.actor, self.replay, self.episode),
-                                            seed=self.episode)
+                landmarks = landmarks_from_replay(self.actor, self.replay, seed=self.episode)
             if landmarks and self.rng.random() < t.explore_frontier:  # explore: head for the least visited
                 frontiers = 0
                 self.actor.cost.set_goal(self.actor.planner.frontier())
@@ -227,7 +226,7 @@ class Trainer:
 
     def _evaluate(self, writer: SummaryWriter) -> dict[str, Any]:
         if self.cfg.hierarchy is not None:
-            build_landmarks(self.actor, *landmark_observations(self.actor, self.replay))
+            landmarks_from_replay(self.actor, self.replay)
         result = evaluate(self.eval_env, self.actor, self.cfg.training.eval_episodes, seed=0)
         result = {"step": self.step, **result}
         self.history.append(result)
