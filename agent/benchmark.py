@@ -15,7 +15,7 @@ import numpy as np
 
 from agent.build import landmarks_from_replay, make_actor, make_env
 from agent.evaluate import evaluate
-from agent.launch import load_launch
+from agent.launch import eval_overrides, load_launch
 from agent.trainer import Trainer
 
 
@@ -35,11 +35,11 @@ def run_one(launch_file: str, seed: int, episodes: int, out: str | Path, overrid
     history = trainer.train()
     train_s = time.perf_counter() - start
     rows = []
-    for planner in planners or [cfg.planner.name]:
-        env = make_env(cfg)
-        actor = make_actor(cfg, trainer.model, trainer.action_dim, trainer.device, planner=planner, env=env)
-        if cfg.hierarchy is not None:  # a hierarchy routes over the run's own replay
-            landmarks_from_replay(actor, trainer.replay)
+    eval_cfg = eval_overrides(cfg, None)  # with the launch file's `evaluation:` settings
+    for planner in planners or [eval_cfg.planner.name]:
+        env = make_env(eval_cfg)
+        actor = make_actor(eval_cfg, trainer.model, trainer.action_dim, trainer.device, planner=planner, env=env)
+        landmarks_from_replay(actor, trainer.replay)  # a hierarchy routes over the run's own replay
         result = evaluate(env, actor, episodes, seed=0)
         row = {"launch": name, "task": cfg.env.id, "seed": seed, "planner": planner,
                "env_steps": trainer.step, "train_minutes": round(train_s / 60, 2), **result}

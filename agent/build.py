@@ -137,9 +137,11 @@ def build_landmarks(actor: MPCActor, observations: np.ndarray | torch.Tensor, ep
 def landmarks_from_replay(actor: MPCActor, replay: EpisodeReplay, seed: int = 0, limit: int | None = 5000) -> int:
     """``build_landmarks`` from a replay: ``limit`` of its observations at random (all with None); or,
     for experience edges, whole episodes in time order with the episode of each observation
-    (``EpisodeReplay.episode_observations``, ``EXPERIENCE_STEPS`` at most)."""
+    (``EpisodeReplay.episode_observations``, ``EXPERIENCE_STEPS`` at most). A flat actor: 0, nothing read."""
     planner = actor.planner
-    if isinstance(planner, HierarchicalPlanner) and planner.config.edges == "experience":
+    if not isinstance(planner, HierarchicalPlanner):
+        return 0
+    if planner.config.edges == "experience":
         observations, episodes = replay.episode_observations(EXPERIENCE_STEPS, seed)
         return build_landmarks(actor, observations, episodes, seed=seed)
     return build_landmarks(actor, replay.observations(limit, seed=seed), seed=seed)

@@ -29,7 +29,7 @@ from planners.hierarchical import HierarchyConfig
 
 OBS_MODES = ("state", "pixels")
 GUARDRAIL_MODES = ("hard", "soft")
-FREE_FORM = {("world_model",), ("planner", "params"), ("cost",), ("env", "kwargs")}
+FREE_FORM = {("world_model",), ("planner", "params"), ("cost",), ("env", "kwargs"), ("evaluation",)}
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -109,6 +109,10 @@ class LaunchConfig:
     # replan_every): subgoals routed over a landmark graph of visited latents, the planner above
     # going to the current one. Needs the learned cost-to-go (world_model.value_hidden > 0). None: flat.
     hierarchy: dict[str, Any] | None = None
+    # Decision-time settings for evaluation only (`oda eval` / `record` / `benchmark` and the trainer's
+    # periodic evaluations), applied before any command-line override: e.g. an agent trained with the
+    # flat planner that plans over a hierarchy once trained. Keys: those of EVAL_OVERRIDABLE.
+    evaluation: dict[str, Any] = field(default_factory=dict)
     training: TrainingSection = field(default_factory=TrainingSection)
     seed: int = 0
     device: str = "auto"
@@ -117,6 +121,10 @@ class LaunchConfig:
     def __post_init__(self) -> None:
         if not self.run_dir:
             self.run_dir = f"runs/{self.name}"
+        unknown = [k for k in self.evaluation if not _eval_overridable(k)]
+        if unknown:
+            raise ValueError(f"evaluation: {unknown} cannot change at evaluation time; only "
+                             f"{', '.join(EVAL_OVERRIDABLE)} may (the world model was trained with the rest)")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON/YAML-safe); ``from_dict`` of it gives an equal config."""
@@ -329,18 +337,25 @@ EVAL_OVERRIDABLE = ("guardrails", "guardrail_mode", "guardrail_horizon", "cost",
                     "training.replan_every", "hierarchy")
 
 
+def _eval_overridable(key: str) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in EVAL_OVERRIDABLE)
+
+
 def eval_overrides(cfg: LaunchConfig, overrides: list[str] | None) -> LaunchConfig:
-    """A trained run's config with decision-time overrides (e.g. ``guardrails=[...]``) applied."""
-    if not overrides:
+    """A trained run's config for evaluation: its launch file's ``evaluation`` settings, then the
+    decision-time overrides (e.g. ``guardrails=[...]``) applied. The result's ``evaluation`` is empty
+    (already applied: applying twice would undo an override of the same key)."""
+    if not overrides and not cfg.evaluation:
         return cfg
-    parsed = _parse_overrides(overrides)
+    parsed = _parse_overrides(overrides or [])
     for key, _ in parsed:
-        if not any(key == p or key.startswith(p + ".") for p in EVAL_OVERRIDABLE):
+        if not _eval_overridable(key):
             raise ValueError(f"override {key!r}: at evaluation only {', '.join(EVAL_OVERRIDABLE)} may change "
                              f"(the world model was trained with the rest)")
     data = cfg.to_dict()
-    for key, value in parsed:
+    for key, value in [*cfg.evaluation.items(), *parsed]:
         apply_override(data, key, value)
+    data["evaluation"] = {}
     if data.get("hierarchy") is None:  # planning flat a run trained with frontier exploration: a training
         data["training"]["explore_frontier"] = 0.0  # setting, unused at evaluation
     return LaunchConfig.from_dict(data, source="evaluation overrides")

@@ -24,7 +24,7 @@ from agent.build import env_dims, landmarks_from_replay, make_actor, make_env, w
 from agent.checkpoint import checkpoint_dir, latest_checkpoint
 from agent.device import resolve_device, seed_everything
 from agent.evaluate import EVAL_SEED_BASE, evaluate
-from agent.launch import LaunchConfig
+from agent.launch import LaunchConfig, eval_overrides
 from agent.memory import EpisodeReplay
 from agent.snapshot import load_training_state, save_training_state
 from world_models.jepa import JEPAWorldModel
@@ -62,6 +62,7 @@ class Trainer:
         self.model = JEPAWorldModel(self.wm_cfg).to(self.device)
         self.optim = self.model.make_optimizer()
         self.actor = make_actor(cfg, self.model, self.action_dim, self.device, env=self.env)
+        self._eval_actor = None  # built at the first evaluation when the launch file has `evaluation:`
         capacity = cfg.training.steps + 2 * self.env.unwrapped.episode_steps + 1
         self.replay = EpisodeReplay(capacity, obs_shape, obs_dtype, self.action_dim, measurement_dims)
         self.rng = np.random.default_rng(cfg.seed)
@@ -225,9 +226,15 @@ class Trainer:
             writer.add_scalar(k, v, self.step)
 
     def _evaluate(self, writer: SummaryWriter) -> dict[str, Any]:
-        if self.cfg.hierarchy is not None:
-            landmarks_from_replay(self.actor, self.replay)
-        result = evaluate(self.eval_env, self.actor, self.cfg.training.eval_episodes, seed=0)
+        actor = self.actor
+        if self.cfg.evaluation:  # the launch file's decision-time settings for evaluation
+            if self._eval_actor is None:  # env.kwargs may change there too: a new evaluation env
+                eval_cfg = eval_overrides(self.cfg, None)
+                self.eval_env = make_env(eval_cfg)
+                self._eval_actor = make_actor(eval_cfg, self.model, self.action_dim, self.device, env=self.eval_env)
+            actor = self._eval_actor
+        landmarks_from_replay(actor, self.replay)  # a hierarchy routes over the replay (else a no-op)
+        result = evaluate(self.eval_env, actor, self.cfg.training.eval_episodes, seed=0)
         result = {"step": self.step, **result}
         self.history.append(result)
         for k, v in result.items():

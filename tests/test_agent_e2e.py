@@ -249,3 +249,35 @@ def test_learned_cost_to_go_trains_checkpoints_and_plans(tmp_path, trained_run, 
         assert json.loads(capsys.readouterr().out)["episodes"] == 1
     assert main(["eval", str(trained_run), "cost={goal: 1.0, cost_to_go: 0.1}", "--episodes", "1"]) == 2
     assert "value_hidden" in capsys.readouterr().err
+
+
+def test_launch_evaluation_section_sets_how_the_trained_agent_plans(tmp_path):
+    """`evaluation:` in a launch file: the agent trains flat and is evaluated (by the trainer, by
+    `oda eval`) over a hierarchy; command-line overrides still come last."""
+    import argparse
+
+    from agent.cli import _load_actor
+    from planners.hierarchical import HierarchicalPlanner
+
+    run = tmp_path / "evaluation"
+    hierarchy = "{landmarks: 8, max_edge: 15.0, reach: 5.0}"
+    cfg = load_launch(LAUNCH, [*TINY, "world_model.value_hidden=16", f"run_dir={run}",
+                               f"evaluation={{hierarchy: {hierarchy}, cost: {{goal: 1.0, action: 0.1}}}}"])
+    trainer = Trainer(cfg, progress=False)
+    trainer.train()
+    assert not isinstance(trainer.actor.planner, HierarchicalPlanner)  # trained with the flat planner
+    assert dict(trainer.actor.cost.weights) == cfg.cost
+    evaluated = trainer._eval_actor
+    assert isinstance(evaluated.planner, HierarchicalPlanner) and len(evaluated.planner.graph) == 8
+    assert dict(evaluated.cost.weights) == {"goal": 1.0, "action": 0.1}
+
+    def load(*overrides):
+        args = argparse.Namespace(checkpoint=str(run), overrides=list(overrides), device="cpu", planner=None,
+                                  planner_params=[], mode="plan", calibrate=0, seed=0)
+        return _load_actor(args)
+
+    cfg_eval, _, actor, _ = load()
+    assert cfg_eval.evaluation == {} and isinstance(actor.planner, HierarchicalPlanner)
+    assert len(actor.planner.graph) == 8 and dict(actor.cost.weights) == {"goal": 1.0, "action": 0.1}
+    _, _, actor, _ = load("hierarchy=null", "cost={goal: 2.0}")  # the command line overrides the file
+    assert not isinstance(actor.planner, HierarchicalPlanner) and dict(actor.cost.weights) == {"goal": 2.0}

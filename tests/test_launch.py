@@ -184,3 +184,19 @@ def test_launch_device_resolution_and_seeding():
         seed_everything(5)
         draws.append((random.random(), np.random.rand(), torch.rand(1).item()))
     assert draws[0] == draws[1]
+
+
+def test_evaluation_section_applies_before_overrides_once(tmp_path):
+    from agent.launch import eval_overrides
+
+    text = VALID + "evaluation: {cost: {goal: 1.0, action: 0.1}, planner.params.horizon: 5}\n"
+    cfg = load_launch(write(tmp_path, text))
+    assert cfg.cost["goal_final"] == 2.0 and cfg.planner.params["horizon"] == 10  # training is unchanged
+    evaluated = eval_overrides(cfg, None)
+    assert evaluated.cost == {"goal": 1.0, "action": 0.1} and evaluated.planner.params["horizon"] == 5
+    assert evaluated.planner.params["samples"] == 256 and evaluated.evaluation == {}
+    again = eval_overrides(eval_overrides(cfg, ["cost={goal: 3.0}"]), None)  # applied once: the override stays
+    assert again.cost == {"goal": 3.0} and again.planner.params["horizon"] == 5
+    assert load_launch(write(tmp_path, text), ["evaluation.cost.goal=2.0"]).evaluation["cost"]["goal"] == 2.0
+    with pytest.raises(ValueError, match=r"evaluation: \['world_model.latent_dim'\] cannot change at evaluation"):
+        load_launch(write(tmp_path, VALID + "evaluation: {world_model.latent_dim: 4}\n"))
