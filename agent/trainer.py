@@ -139,9 +139,8 @@ class Trainer:
         frontiers = None  # an exploring episode: how many least-visited landmarks it has reached
         if not seeding:
             self.actor.reset(episode_goal(self.env, self.actor))
-            landmarks = 0
-            if self.cfg.hierarchy is not None:  # routes over landmarks drawn from the replay
-                landmarks = landmarks_from_replay(self.actor, self.replay, seed=self.episode)
+            # a hierarchy routes over landmarks drawn from the replay (0 for a flat planner)
+            landmarks = landmarks_from_replay(self.actor, self.replay, seed=self.episode)
             if landmarks and self.rng.random() < t.explore_frontier:  # explore: head for the least visited
                 frontiers = 0
                 self.actor.cost.set_goal(self.actor.planner.frontier())
