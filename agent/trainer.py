@@ -145,6 +145,7 @@ class Trainer:
                 frontiers = 0
                 self.actor.cost.set_goal(self.actor.planner.frontier())
         observations, actions, rewards = [obs], [], []
+        timed_from = len(self.step_ms)  # this episode's steps, for its time/* scalars
         measurements = {k: [v] for k, v in info.get("measurements", {}).items()}
         terminated = truncated = False
         total, success, metrics = 0.0, False, {}
@@ -186,8 +187,8 @@ class Trainer:
         writer.add_scalar("train/episode_success", float(success), self.step)
         for k, v in metrics.items():
             writer.add_scalar(k, v, self.step)
-        if self.step_ms:  # mean over this process's planning steps so far
-            for k, v in zip(("plan", "env", "update"), np.mean(self.step_ms, axis=0), strict=True):
+        if len(self.step_ms) > timed_from:  # mean over this episode's steps: a slowdown shows when it starts
+            for k, v in zip(("plan", "env", "update"), np.mean(self.step_ms[timed_from:], axis=0), strict=True):
                 writer.add_scalar(f"time/{k}_ms_per_step", float(v), self.step)
         return {"length": len(actions), "success": success, **metrics}
 
