@@ -268,10 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "threads", None):
+    if hasattr(args, "threads"):  # the commands that run torch (imported here: `oda envs` stays light)
         import torch
 
-        torch.set_num_threads(args.threads)
+        from agent.device import flush_denormals
+
+        flush_denormals()
+        if args.threads:
+            torch.set_num_threads(args.threads)
     try:
         return args.func(args)
     except (KeyError, ValueError, FileNotFoundError) as err:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from agent.actor import episode_goal
 from agent.build import env_dims, landmarks_from_replay, make_actor, make_env, world_model_config
 from agent.checkpoint import checkpoint_dir, latest_checkpoint
-from agent.device import resolve_device, seed_everything
+from agent.device import flush_denormals, resolve_device, seed_everything
 from agent.evaluate import EVAL_SEED_BASE, evaluate
 from agent.launch import LaunchConfig, eval_overrides
 from agent.memory import EpisodeReplay
@@ -55,6 +55,7 @@ class Trainer:
         self.run_dir = Path(cfg.run_dir)
         seed_everything(cfg.seed)
         self.device = resolve_device(cfg.device)
+        flush_denormals()
         self.env = make_env(cfg)
         self.eval_env = make_env(cfg)
         obs_shape, obs_dtype, self.action_dim, measurement_dims = env_dims(self.env)

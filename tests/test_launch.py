@@ -186,6 +186,23 @@ def test_launch_device_resolution_and_seeding():
     assert draws[0] == draws[1]
 
 
+def test_flush_denormals_zeroes_subnormal_floats():
+    """The trainer and the CLI flush subnormal floats (slow on x86) to zero; normal tiny values survive."""
+    import torch
+
+    from agent.device import flush_denormals
+
+    was = torch.tensor([1e-39], dtype=torch.float32).item() != 0.0
+    try:
+        if not flush_denormals():
+            pytest.skip("this CPU cannot flush subnormals")
+        assert torch.tensor([1e-39], dtype=torch.float32).item() == 0.0
+        assert torch.tensor([1e-30], dtype=torch.float32).item() > 0.0
+        assert (torch.tensor([1e-20]) * torch.tensor([1e-20])).item() == 0.0  # a product that would be subnormal
+    finally:
+        torch.set_flush_denormal(not was)
+
+
 def test_evaluation_section_applies_before_overrides_once(tmp_path):
     from agent.launch import eval_overrides
 
