@@ -267,7 +267,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may also follow the options (`oda eval CKPT --episodes 5 cost=...`), where
+    # argparse alone would refuse them; anything else unknown is still an error
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     if hasattr(args, "threads"):  # the commands that run torch (imported here: `oda envs` stays light)
         import torch
 

@@ -49,6 +49,21 @@ def test_bad_id_and_bad_parameter_give_clear_errors(capsys):
     assert "layout" in capsys.readouterr().err
 
 
+def test_overrides_may_follow_the_options_and_strays_are_refused(capsys):
+    # `layout=7` after the options reaches the task (and is refused by it), as it does before them
+    assert main(["envs", "show", "oda/PointMaze-v0", "--steps", "2", "layout=7"]) == 2
+    assert "layout" in capsys.readouterr().err
+    for argv in (["envs", "show", "oda/PointMaze-v0", "--no-such-flag"], ["envs", "--json", "layout=open"],
+                 ["envs", "show", "oda/PointMaze-v0", "--steps", "2", "stray"]):
+        try:
+            main(argv)
+        except SystemExit as exc:
+            assert exc.code == 2
+        else:
+            raise AssertionError(f"{argv} was accepted")
+        assert "error:" in capsys.readouterr().err
+
+
 def test_overrides_are_parsed_as_data_not_code():
     assert parse_overrides(["a=1", "b=[1, 2]", "c=hello", "d=__import__('os')"]) == {
         "a": 1, "b": [1, 2], "c": "hello", "d": "__import__('os')"}
