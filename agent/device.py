@@ -52,8 +52,9 @@ def seed_everything(seed: int) -> None:
 def flush_denormals() -> bool:
     """Make the CPU treat subnormal floats as zero (process-wide); True where the CPU supports it.
 
-    Over a long run some Adam moments and small weights decay into the subnormal range (below
-    1.2e-38 in float32), where x86 arithmetic falls to a slow path; flushing them changes no
-    result that matters (they are 0 to 38 digits) and keeps the step time flat.
+    A guard for long CPU runs: values that decay into the subnormal range (below 1.2e-38 in
+    float32: Adam moments of idle weights, far tails of softmax weights) send x86 arithmetic down
+    a slow path. Flushing them changes no result that matters (they are 0 to 38 digits). On the
+    runs measured so far it made no measurable difference (BENCHMARKS.md, reacher-easy section).
     """
     return bool(torch.set_flush_denormal(True))
