@@ -8,6 +8,7 @@ from pathlib import Path
 import imageio
 import imageio.v3 as iio
 import numpy as np
+import pytest
 
 import envs
 from agent.cli import main, parse_overrides
@@ -55,12 +56,9 @@ def test_overrides_may_follow_the_options_and_strays_are_refused(capsys):
     assert "layout" in capsys.readouterr().err
     for argv in (["envs", "show", "oda/PointMaze-v0", "--no-such-flag"], ["envs", "--json", "layout=open"],
                  ["envs", "show", "oda/PointMaze-v0", "--steps", "2", "stray"]):
-        try:
+        with pytest.raises(SystemExit) as exc:
             main(argv)
-        except SystemExit as exc:
-            assert exc.code == 2
-        else:
-            raise AssertionError(f"{argv} was accepted")
+        assert exc.value.code == 2
         assert "error:" in capsys.readouterr().err
 
 
