@@ -7,6 +7,14 @@ off, drawn by our `FrameRenderer` on the same model (1.5x faster: no camera obje
 [-1, 1] for these tasks. The default action repeat is 2, as TD-MPC2 and DrQ-v2 use on every
 DMC task, so an episode of 1000 simulator steps is 500 agent steps. The suite's time limit
 ends an episode as a truncation (discount 1), never as a termination.
+
+``sincos_angles=True`` observes the raw angle of every unlimited hinge (reacher's shoulder, the
+torso pitch ``rooty`` of cheetah and hopper) as its sine, with its cosine appended at the end of the
+vector. The suite gives those angles unwrapped: an arm that turns past -pi shows -4, -6, ... rad,
+values a network trained on [-pi, pi] has barely seen, though they mean the same pose. On
+reacher-easy that was where every failed evaluation episode came from (BENCHMARKS.md). The
+observation carries the same information either way; which entries are raw angles is found once by
+moving each unlimited hinge and seeing which entry moves by exactly as much.
 """
 
 from __future__ import annotations
@@ -67,7 +75,7 @@ class DMCEnv(OdaEnv):
     """One dm_control suite task."""
 
     def __init__(self, domain: str, task: str, obs: str = "state", image_size: int = 64,
-                 render_mode: str | None = "rgb_array", camera_id: int | None = None):
+                 render_mode: str | None = "rgb_array", camera_id: int | None = None, sincos_angles: bool = False):
         super().__init__(obs=obs, image_size=image_size, render_mode=render_mode)
         import gymnasium as gym
         from dm_control import suite
@@ -85,7 +93,30 @@ class DMCEnv(OdaEnv):
         spec = self._env.action_spec()
         action_space = gym.spaces.Box(spec.minimum.astype(np.float32), spec.maximum.astype(np.float32))
         self._state_dim = sum(int(np.prod(s.shape)) for s in self._env.observation_spec().values())
-        self._setup_spaces(self._state_dim, action_space)
+        if not isinstance(sincos_angles, bool):
+            raise ValueError(f"sincos_angles must be true or false, got {sincos_angles!r}")
+        self._angles = np.zeros(0, dtype=np.int64)
+        if sincos_angles:
+            self._angles = self._raw_angle_entries()
+        self._setup_spaces(self._state_dim + self._angles.size, action_space)
+
+    def _raw_angle_entries(self, delta: float = 0.375) -> np.ndarray:
+        """Indices of the flat observation that are the raw angle of an unlimited hinge joint."""
+        physics, model = self._physics, self._physics.model
+        physics.forward()  # the model's initial pose; no reset, so the task's random state is untouched
+        found = []
+        for j in range(model.njnt):
+            if model.jnt_type[j] != 3 or model.jnt_limited[j]:  # 3: mjJNT_HINGE
+                continue
+            before = self._flatten(self._env.task.get_observation(physics))
+            adr = model.jnt_qposadr[j]
+            physics.data.qpos[adr] += delta
+            physics.forward()
+            moved = self._flatten(self._env.task.get_observation(physics)) - before
+            physics.data.qpos[adr] -= delta
+            physics.forward()
+            found += [int(i) for i in np.flatnonzero(np.abs(moved - delta) < 1e-4)]
+        return np.array(sorted(set(found)), dtype=np.int64)
 
     def _flatten(self, observation: dict[str, np.ndarray]) -> np.ndarray:
         """The suite's observation dict as one float32 vector, in the suite's key order."""
@@ -95,6 +126,10 @@ class DMCEnv(OdaEnv):
             value = np.ravel(value)
             out[start:start + value.size] = value
             start += value.size
+        if self._angles.size:
+            angles = out[self._angles]
+            out[self._angles] = np.sin(angles)
+            out = np.concatenate([out, np.cos(angles)])
         return out
 
     def _info(self) -> dict[str, Any]:

@@ -159,3 +159,25 @@ def test_markers_are_drawn_into_the_scene(env_id, xyz, radius):
     assert plain.shape == marked.shape and not np.array_equal(plain, marked)
     np.testing.assert_array_equal(base.render_frame(64, 64), plain)  # markers do not persist
     env.close()
+
+
+def test_dmc_sincos_angles_replace_only_the_unwrapped_hinge_angles():
+    """Reacher's shoulder turns without limit: with sincos_angles its raw angle becomes sin, with the
+    cos appended, and the rest of the observation is unchanged; bounded tasks are left alone."""
+    raw = envs.make("dmc/reacher-easy", seed=3)
+    wrapped = envs.make("dmc/reacher-easy", seed=3, sincos_angles=True)
+    assert wrapped.observation_space.shape == (raw.observation_space.shape[0] + 1,)
+    a, _ = raw.reset(seed=3)
+    b, _ = wrapped.reset(seed=3)
+    for _ in range(40):  # a constant push winds the shoulder well past pi
+        action = np.array([1.0, 0.0], dtype=np.float32)
+        a = raw.step(action)[0]
+        b = wrapped.step(action)[0]
+    assert abs(a[0]) > np.pi  # the suite's own angle is unwrapped
+    np.testing.assert_allclose(b[0], np.sin(a[0]), atol=1e-5)
+    np.testing.assert_allclose(b[-1], np.cos(a[0]), atol=1e-5)
+    np.testing.assert_allclose(b[1:-1], a[1:], atol=1e-6)
+    # walker observes its torso pitch as orientations already: nothing to replace
+    assert envs.make("dmc/walker-walk", sincos_angles=True).observation_space.shape == (24,)
+    with pytest.raises(ValueError, match="sincos_angles"):
+        envs.make("dmc/reacher-easy", sincos_angles="yes")
