@@ -117,6 +117,7 @@ class MPCActor:
             start = time.perf_counter()
             with torch.no_grad():
                 z = self.model.encode(self._tensor(obs))
+            self.cost.z_start = z.reshape(-1)
             plan = self.planner.plan(z, self.model.rollout, self.cost, self.guardrails)
             actions = plan.actions.detach().cpu().numpy()
             if self.guardrails is None:

@@ -12,7 +12,7 @@ import torch
 
 import envs
 from agent.actor import MPCActor, policy_proposal
-from agent.cost import CRITIC_TERM, PENALTY_TERM, TASK_TERM, VALUE_TERM, CostModule
+from agent.cost import CRITIC_TERM, PENALTY_TERM, PRIOR_TERM, TASK_TERM, VALUE_TERM, CostModule
 from agent.guardrails import GuardrailSet
 from agent.launch import LaunchConfig
 from agent.memory import EpisodeReplay
@@ -89,9 +89,9 @@ def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device
     if weights.get(VALUE_TERM, 0) > 0 and model.value is None:
         raise ValueError(f"cost term {VALUE_TERM!r} needs a learned value: set world_model.value_hidden > 0 "
                          f"when training")
-    if {TASK_TERM, CRITIC_TERM} & {k for k, w in weights.items() if w > 0} and model.task is None:
-        raise ValueError(f"cost terms {TASK_TERM!r} and {CRITIC_TERM!r} need a reward head and critic: set "
-                         f"world_model.reward_hidden > 0 when training")
+    if {TASK_TERM, CRITIC_TERM, PRIOR_TERM} & {k for k, w in weights.items() if w > 0} and model.task is None:
+        raise ValueError(f"cost terms {TASK_TERM!r}, {CRITIC_TERM!r} and {PRIOR_TERM!r} need a reward head, "
+                         f"critic and policy: set world_model.reward_hidden > 0 when training")
     cost = CostModule(weights)
     if cost.needs_goal and env is not None and not env.unwrapped.goal_conditioned:
         raise ValueError(f"the cost {dict(cost.weights)} measures toward a goal, but {cfg.env.id} is not "

@@ -48,7 +48,11 @@ VALUE_TERM = "cost_to_go"  # needs the world model's learned cost-to-go: see Cos
 # predicted discounted reward over the plan, negated; "critic" the critic's value of the last
 # predicted latent, discounted by gamma^H and negated (the return beyond the horizon).
 TASK_TERM, CRITIC_TERM = "task", "critic"
-TERM_NAMES = (*COST_TERMS, PENALTY_TERM, VALUE_TERM, TASK_TERM, CRITIC_TERM)
+# "policy_prior": mean squared distance of the plan's actions from the mode-1 policy's action at the
+# latent each one is taken in (a trust region: the critic values following the policy after the horizon,
+# and the world model is only accurate near the actions that its data holds; see CostModule.__call__).
+PRIOR_TERM = "policy_prior"
+TERM_NAMES = (*COST_TERMS, PENALTY_TERM, VALUE_TERM, TASK_TERM, CRITIC_TERM, PRIOR_TERM)
 GOAL_TERMS = (*COST_TERMS.keys() - {"action"}, VALUE_TERM)  # the terms that measure toward a goal
 
 
@@ -78,6 +82,9 @@ class CostModule:
         self.value: Callable[[Tensor, Tensor], Tensor] | None = None
         # reward tasks: world_models.task.TaskHeads (reward head + critic), for the task/critic terms
         self.task: Any = None
+        # the latent the plan starts from [D] (set by the actor before each plan; the policy_prior term
+        # needs it for the first action)
+        self.z_start: Tensor | None = None
 
     @property
     def needs_goal(self) -> bool:
@@ -110,6 +117,9 @@ class CostModule:
                                f"and critic (reward_hidden > 0)")
         if PENALTY_TERM in self.active and self.penalty is None:
             raise RuntimeError(f"cost term {PENALTY_TERM!r} has no penalty to add (no guardrails given)")
+        if PRIOR_TERM in self.active and (self.task is None or self.z_start is None):
+            raise RuntimeError(f"cost term {PRIOR_TERM!r} needs the world model's mode-1 policy and the plan's "
+                               f"start latent (CostModule.z_start)")
         if VALUE_TERM in self.active and self.value is None:
             raise RuntimeError(f"cost term {VALUE_TERM!r} needs a world model with a value head (value_hidden > 0)")
         terms = {}
@@ -123,6 +133,10 @@ class CostModule:
                 terms[name] = -(self.task.reward(z, actions) * discount).sum(-1).to(z.dtype)
             elif name == CRITIC_TERM:
                 terms[name] = -(self.task.gamma ** z.shape[1] * self.task.value(z[:, -1])).to(z.dtype)
+            elif name == PRIOR_TERM:
+                start = self.z_start.to(device=z.device, dtype=z.dtype).expand(z.shape[0], 1, -1)
+                before = torch.cat([start, z[:, :-1]], dim=1)  # the latent each action is taken in
+                terms[name] = (actions - self.task.policy(before).to(z.dtype)).pow(2).mean(dim=(-2, -1))
             else:
                 terms[name] = COST_TERMS[name](z, actions, z_goal)
         total = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)

@@ -81,3 +81,26 @@ def test_cost_to_go_term_scores_the_last_predicted_latent():
     total, terms = cost(z, actions)
     torch.testing.assert_close(terms["cost_to_go"], z[:, -1].sum(-1))
     torch.testing.assert_close(total, terms["goal"] + 2.0 * z[:, -1].sum(-1))
+
+
+def test_policy_prior_term_measures_each_action_against_the_policy_at_its_latent():
+    """Action t is compared with pi(latent before it): z_start for the first, the predicted z_t after."""
+    from world_models.task import TaskHeads
+
+    heads = TaskHeads(latent_dim=3, action_dim=2, hidden_dim=8)
+    cost = CostModule({"task": 1.0, "policy_prior": 5.0})
+    cost.task = heads
+    z, actions = torch.randn(4, 3, 3), torch.rand(4, 3, 2) * 2 - 1
+    with pytest.raises(RuntimeError, match="start latent"):
+        cost(z, actions)
+    cost.z_start = torch.randn(3)
+    total, terms = cost(z, actions)
+    with torch.no_grad():
+        before = torch.cat([cost.z_start.expand(4, 1, 3), z[:, :-1]], dim=1)
+        expected = (actions - heads.policy(before)).pow(2).mean(dim=(1, 2))
+    torch.testing.assert_close(terms["policy_prior"], expected)
+    torch.testing.assert_close(total, terms["task"] + 5.0 * expected)
+    # the policy's own imagined plan costs nothing under the prior
+    latents, own = heads.policy.imagine(cost.z_start[None], lambda zz, a: zz + a.sum(-1, keepdim=True), 3)
+    _, own_terms = cost(latents, own)
+    assert own_terms["policy_prior"].abs().max() < 1e-10
