@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import mujoco
 import numpy as np
 
 from envs.core import OdaEnv, measurement
@@ -104,11 +105,11 @@ class DMCEnv(OdaEnv):
         """Indices of the flat observation that are the raw angle of an unlimited hinge joint."""
         physics, model = self._physics, self._physics.model
         physics.forward()  # the model's initial pose; no reset, so the task's random state is untouched
+        before = self._flatten(self._env.task.get_observation(physics))
         found = []
         for j in range(model.njnt):
-            if model.jnt_type[j] != 3 or model.jnt_limited[j]:  # 3: mjJNT_HINGE
+            if model.jnt_type[j] != mujoco.mjtJoint.mjJNT_HINGE or model.jnt_limited[j]:
                 continue
-            before = self._flatten(self._env.task.get_observation(physics))
             adr = model.jnt_qposadr[j]
             physics.data.qpos[adr] += delta
             physics.forward()
@@ -120,16 +121,16 @@ class DMCEnv(OdaEnv):
 
     def _flatten(self, observation: dict[str, np.ndarray]) -> np.ndarray:
         """The suite's observation dict as one float32 vector, in the suite's key order."""
-        out = np.empty(self._state_dim, dtype=np.float32)
+        out = np.empty(self._state_dim + self._angles.size, dtype=np.float32)
         start = 0
         for value in observation.values():
             value = np.ravel(value)
             out[start:start + value.size] = value
             start += value.size
-        if self._angles.size:
+        if self._angles.size:  # sincos_angles: sin in place, cos after the suite's entries
             angles = out[self._angles]
             out[self._angles] = np.sin(angles)
-            out = np.concatenate([out, np.cos(angles)])
+            out[self._state_dim:] = np.cos(angles)
         return out
 
     def _info(self) -> dict[str, Any]:
