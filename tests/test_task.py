@@ -18,11 +18,11 @@ GAMMA = 0.9
 
 
 def train_critic(buf: EpisodeReplay, latent_dim: int, steps: int = 800, seed: int = 0,
-                 gamma: float = GAMMA) -> TaskHeads:
+                 gamma: float = GAMMA, bootstrap: str = "policy") -> TaskHeads:
     """TaskHeads on latents that are the observations themselves, trained on replay windows as the
     world model trains them: reward head and critic by their losses, the policy up the critic."""
     torch.manual_seed(seed)
-    heads = TaskHeads(latent_dim, 1, 64, critics=2, gamma=gamma, tau=0.05)
+    heads = TaskHeads(latent_dim, 1, 64, critics=2, gamma=gamma, tau=0.05, bootstrap=bootstrap)
     optim = torch.optim.Adam(heads.parameters(), lr=3e-3)
     rng = np.random.default_rng(seed)
     policy_params = list(heads.policy.parameters())
@@ -84,6 +84,35 @@ def test_critic_bootstraps_through_time_limit_truncations():
     with torch.no_grad():
         values = heads.value(torch.eye(cells)).numpy()
     np.testing.assert_allclose(values, 1 / (1 - GAMMA), rtol=0.1)
+
+
+def test_the_behaviour_bootstrap_values_the_data_s_actions_and_the_policy_bootstrap_the_policy_s():
+    """A ring walked with uniform random actions whose reward is the action itself: acting as the data
+    did earns 0 on average, so Q_behaviour(z, a) = a; following the policy (which learns a = 1) earns
+    1 per step, so Q_policy(z, a) = a + gamma / (1 - gamma) = a + 9."""
+    cells = 5
+    eye = np.eye(cells, dtype=np.float32)
+    buf = EpisodeReplay(3000, (cells,), np.float32, 1)
+    rng = np.random.default_rng(2)
+    for _ in range(200):
+        start = int(rng.integers(cells))
+        actions = rng.uniform(-1, 1, (8, 1)).astype(np.float32)
+        buf.add_episode(eye[[(start + t) % cells for t in range(9)]], actions, rewards=actions[:, 0], terminated=False)
+    probe = torch.tensor([[-0.5], [0.0], [0.5]])
+    grid = (torch.eye(cells)[:, None].expand(cells, 3, cells), probe.expand(cells, 3, 1))
+    behaviour, policy = (train_critic(buf, cells, steps=1200, bootstrap=b) for b in ("behaviour", "policy"))
+    with torch.no_grad():
+        q_behaviour, q_policy = behaviour.q(*grid).numpy(), policy.q(*grid).numpy()
+    np.testing.assert_allclose(q_behaviour, np.broadcast_to(probe[:, 0].numpy(), q_behaviour.shape), atol=0.25)
+    # the policy bootstrap heads for 9 (1200 steps and its pessimism, min of 2 heads at a noisy action,
+    # leave it near 7.7); the behaviour bootstrap never does
+    assert (q_policy - probe[:, 0].numpy() > 6.0).all(), q_policy
+    with pytest.raises(ValueError, match="bootstrap"):
+        TaskHeads(4, 1, 16, bootstrap="greedy")
+    from world_models.config import WorldModelConfig
+    with pytest.raises(ValueError, match="train_horizon >= 2"):  # a one-step window has no next stored action
+        WorldModelConfig(obs_dim=4, action_dim=1, reward_hidden=16, train_horizon=1,
+                         critic_bootstrap="behaviour").validate()
 
 
 def test_td_targets_stay_within_the_returns_that_the_rewards_allow():

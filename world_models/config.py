@@ -78,6 +78,11 @@ class WorldModelConfig:
     # the critic's TD error also trains the encoder and predictor (TD-MPC2 does so); else it reads
     # detached latents and only the reward head shapes them
     critic_shapes_latent: bool = False
+    # What the TD target bootstraps on: "policy" Q(z', pi(z')) (TD-MPC2's; the value of following the
+    # mode-1 policy, which a replanning planner never does), or "behaviour" Q(z', a') at the action the
+    # replay holds next (SARSA: the value of acting as the data's planner did; no target ever queries an
+    # action the data lacks). "behaviour" needs train_horizon >= 2: the window's last step has no a'.
+    critic_bootstrap: str = "policy"
     policy_hidden: int = 0
     # Hierarchical planning (world_models.coarse.CoarseModel): a coarse model of ``coarse_k`` steps
     # at once, conditioned on a subgoal latent, trained on detached latents. 0 = none.
@@ -125,6 +130,12 @@ class WorldModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"WorldModelConfig.{name} must be a positive int, got {value!r}")
+        if self.critic_bootstrap not in ("policy", "behaviour"):
+            raise ValueError(f"WorldModelConfig.critic_bootstrap must be 'policy' or 'behaviour', "
+                             f"got {self.critic_bootstrap!r}")
+        if self.critic_bootstrap == "behaviour" and self.reward_hidden > 0 and self.train_horizon < 2:
+            raise ValueError("WorldModelConfig.critic_bootstrap='behaviour' needs train_horizon >= 2 (the "
+                             "bootstrap reads the next stored action)")
         if not 0.0 <= self.ema_tau <= 1.0:
             raise ValueError(f"WorldModelConfig.ema_tau must be in [0, 1], got {self.ema_tau}")
         if not 0.0 < self.rho <= 1.0:

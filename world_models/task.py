@@ -14,6 +14,11 @@ time-limit truncation is not one).
 Because the bootstrap follows the policy and the policy ascends Q, the critic estimates the
 value of acting well from a state, not that of the old data's behaviour: a planner that only
 ever spun the cartpole's pole still learns that slowing it at the top is worth more.
+With ``bootstrap="behaviour"`` the target is instead ``r_t + gamma * min_2 Q_target(z_{t+1}, a_{t+1})``
+at the action the replay holds next (SARSA): the value of acting as the data's planner did. No
+target then queries an action the data lacks, and the planner, which scores its last latent with
+the critic and then replans rather than follows the policy, is not told that the policy would
+rescue a state it will not rescue (the cheetah-run failure in BENCHMARKS.md).
 
 The mode-1 actor (``Policy``) maps a latent to an action in one network call and is trained to
 maximise ``Q(z, pi(z))`` (mean over the ensemble) on replay latents; only its own parameters
@@ -77,13 +82,15 @@ class TaskHeads(nn.Module):
 
     def __init__(self, latent_dim: int, action_dim: int, hidden_dim: int, critics: int = 5,
                  gamma: float = 0.99, tau: float = 0.01, policy_hidden: int | None = None,
-                 shape_latent: bool = False):
+                 shape_latent: bool = False, bootstrap: str = "policy"):
         super().__init__()
+        if bootstrap not in ("policy", "behaviour"):
+            raise ValueError(f"bootstrap must be 'policy' or 'behaviour', got {bootstrap!r}")
         if critics < 1:
             raise ValueError(f"critics must be >= 1, got {critics}")
         if not 0.0 < gamma < 1.0:
             raise ValueError(f"gamma must be in (0, 1), got {gamma}")
-        self.gamma, self.tau, self.shape_latent = gamma, tau, shape_latent
+        self.gamma, self.tau, self.shape_latent, self.bootstrap = gamma, tau, shape_latent, bootstrap
         self.reward_net = mlp(latent_dim + action_dim, hidden_dim, 1, 1)
         self.critic = nn.ModuleList(mlp(latent_dim + action_dim, hidden_dim, 1, 1) for _ in range(critics))
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
@@ -109,12 +116,15 @@ class TaskHeads(nn.Module):
         """Discounted return expected from latents z [..., D] acting with the policy -> [...]."""
         return self.q(z, self.policy(z))
 
-    def _bootstrap(self, z: Tensor) -> Tensor:
+    def _bootstrap(self, z: Tensor, next_actions: Tensor | None = None) -> Tensor:
         """The TD target's value of z: the minimum of two random target heads at the policy's action,
-        smoothed by clipped noise (TD3) so that a narrow peak of Q under the policy is not chased."""
-        action = self.policy(z)
-        noise = (TARGET_NOISE * torch.randn_like(action)).clamp(-TARGET_NOISE_CLIP, TARGET_NOISE_CLIP)
-        values = self._q(z, (action + noise).clamp(-1.0, 1.0), target=True)
+        smoothed by clipped noise (TD3) so that a narrow peak of Q under the policy is not chased;
+        or, given ``next_actions`` (the behaviour bootstrap), at those stored actions."""
+        if next_actions is None:
+            action = self.policy(z)
+            noise = (TARGET_NOISE * torch.randn_like(action)).clamp(-TARGET_NOISE_CLIP, TARGET_NOISE_CLIP)
+            next_actions = (action + noise).clamp(-1.0, 1.0)
+        values = self._q(z, next_actions, target=True)
         if values.shape[0] > 2:
             values = values[torch.randperm(values.shape[0], device=z.device)[:2]]
         return symexp(values.min(0).values)
@@ -130,19 +140,23 @@ class TaskHeads(nn.Module):
         target_r = symlog(rewards)
         reward_loss = 0.5 * ((self.reward_net(torch.cat([z[:, 1:], actions], -1))[..., 0] - target_r).pow(2).mean()
                              + (self.reward_net(torch.cat([z_pred, actions], -1))[..., 0] - target_r).pow(2).mean())
+        # the behaviour bootstrap (SARSA) reads the next stored action, which the window's last step lacks
+        steps, next_actions = ((rewards.shape[1] - 1, actions[:, 1:]) if self.bootstrap == "behaviour"
+                               else (rewards.shape[1], None))
         with torch.no_grad():
             self.reward_low.copy_(torch.minimum(self.reward_low, rewards.min()))
             self.reward_high.copy_(torch.maximum(self.reward_high, rewards.max()))
-            alive = 1.0 - terminals.float()
-            targets = rewards + self.gamma * alive * self._bootstrap(z[:, 1:].detach())  # [B, T]
+            alive = 1.0 - terminals[:, :steps].float()
+            targets = rewards[:, :steps] + self.gamma * alive * self._bootstrap(z[:, 1:steps + 1].detach(),
+                                                                                next_actions)  # [B, steps]
             # no return can leave [min(r) / (1 - gamma), max(r) / (1 - gamma)] (0 included: an episode
             # may end): clamping there stops an overestimate from feeding on itself without bound
             targets = targets.clamp(self.reward_low / (1 - self.gamma), self.reward_high / (1 - self.gamma))
         # the critic learns on the latents the planner scores it on: encoded first, then predicted;
         # with shape_latent its error also trains the encoder and predictor (as TD-MPC2's does)
-        inputs = torch.cat([z[:, :1], z_pred[:, :-1]], dim=1)
+        inputs = torch.cat([z[:, :1], z_pred[:, :steps - 1]], dim=1)
         inputs = inputs if self.shape_latent else inputs.detach()
-        values = self._q(inputs, actions)  # [K, B, T], symlog space
+        values = self._q(inputs, actions[:, :steps])  # [K, B, steps], symlog space
         critic_loss = (values - symlog(targets)).pow(2).mean()
         logs = {"loss/reward": reward_loss.detach(), "loss/critic": critic_loss.detach(),
                 "critic/value_mean": symexp(values).mean().detach(), "critic/target_mean": targets.mean()}
