@@ -28,17 +28,19 @@ from world_models.jepa import JEPAWorldModel
 MODES = ("plan", "reactive")
 
 
-def policy_proposal(model: JEPAWorldModel, horizon: int,
-                    noise: float = 0.3) -> Callable[[torch.Tensor, int], torch.Tensor]:
+def policy_proposal(model: JEPAWorldModel, horizon: int, noise: float = 0.3,
+                    generator: torch.Generator | None = None) -> Callable[[torch.Tensor, int], torch.Tensor]:
     """The planner's proposal from the model's mode-1 policy: its imagined rollout from z0, then
-    ``count - 1`` more with Gaussian action noise -> [count, horizon, A]."""
+    ``count - 1`` more with Gaussian action noise -> [count, horizon, A]. Pass the planner's
+    ``generator`` so that the noise follows its seed (repeatable evaluations)."""
 
     @torch.no_grad()
     def propose(z0: torch.Tensor, count: int) -> torch.Tensor:
         _, exact = model.policy.imagine(z0[None], model.predict, horizon)
         if count == 1:
             return exact
-        _, noisy = model.policy.imagine(z0.expand(count - 1, -1), model.predict, horizon, noise=noise)
+        _, noisy = model.policy.imagine(z0.expand(count - 1, -1), model.predict, horizon, noise=noise,
+                                        generator=generator)
         return torch.cat([exact, noisy])
 
     return propose

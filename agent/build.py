@@ -101,7 +101,7 @@ def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device
         cost.value = model.cost_to_go
     cost.task = model.task
     if model.policy is not None:  # the mode-1 policy proposes candidates and each episode's first plan
-        plan.proposal = policy_proposal(model, plan.horizon)
+        plan.proposal = policy_proposal(model, plan.horizon, generator=plan.generator)
     if cfg.hierarchy is not None:  # subgoals over a landmark graph; flat until build_landmarks is called
         if model.value is None:
             raise ValueError("hierarchy needs the learned cost-to-go that joins its landmarks: set "

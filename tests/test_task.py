@@ -203,6 +203,10 @@ def test_reward_task_trains_and_evaluates_in_both_modes_through_the_cli(tmp_path
         assert results[mode]["return_mean"] > 0  # cartpole pays a little even when the pole hangs
     assert results["reactive"]["planner"] == "policy"
     assert results["reactive"]["plan_ms_median"] < results["plan"]["plan_ms_median"]  # one call vs a search
+    # the same evaluation again repeats the plan's return exactly: every sample the planner draws, its
+    # policy proposals' noise included, follows the launch file's seed (not torch's global stream)
+    assert main(["eval", str(run), "--episodes", "1", "--mode", "plan", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["return_mean"] == results["plan"]["return_mean"]
     _, model = load_agent(sorted(run.glob("step_*"))[-1], torch.device("cpu"))
     _, again = load_agent(sorted(run.glob("step_*"))[-1], torch.device("cpu"))
     z = torch.randn(5, 8)
