@@ -46,10 +46,12 @@ def test_symlog_inverts():
     torch.testing.assert_close(symexp(symlog(x)), x)
 
 
-def test_critic_learns_a_chain_value_and_never_bootstraps_through_a_terminal_state():
+@pytest.mark.parametrize("bootstrap", ["policy", "behaviour"])
+def test_critic_learns_a_chain_value_and_never_bootstraps_through_a_terminal_state(bootstrap):
     """A chain 0 -> 1 -> ... -> 5, reward 1 per step, terminating on reaching cell 5, whose
     observation is made identical to cell 0's: bootstrapping through the terminal state would add
-    gamma * V(0) to V(4). The value is (1 - gamma^(5 - k)) / (1 - gamma)."""
+    gamma * V(0) to V(4). The value is (1 - gamma^(5 - k)) / (1 - gamma). The behaviour bootstrap
+    must still learn V(4): the terminal step is always the last of its window, which has no next action."""
     cells = 5
     eye = np.eye(cells, dtype=np.float32)
     buf = EpisodeReplay(2000, (cells,), np.float32, 1)
@@ -59,7 +61,7 @@ def test_critic_learns_a_chain_value_and_never_bootstraps_through_a_terminal_sta
         path = list(range(start, cells)) + [0]  # the terminal cell looks like cell 0
         buf.add_episode(eye[path], rng.uniform(-1, 1, (len(path) - 1, 1)).astype(np.float32),
                         rewards=np.ones(len(path) - 1), terminated=True)
-    heads = train_critic(buf, cells)
+    heads = train_critic(buf, cells, bootstrap=bootstrap)
     with torch.no_grad():
         values = heads.value(torch.eye(cells)).numpy()
         rewards = heads.reward(torch.eye(cells), torch.zeros(cells, 1)).numpy()

@@ -140,24 +140,28 @@ class TaskHeads(nn.Module):
         target_r = symlog(rewards)
         reward_loss = 0.5 * ((self.reward_net(torch.cat([z[:, 1:], actions], -1))[..., 0] - target_r).pow(2).mean()
                              + (self.reward_net(torch.cat([z_pred, actions], -1))[..., 0] - target_r).pow(2).mean())
-        # the behaviour bootstrap (SARSA) reads the next stored action, which the window's last step lacks
-        steps, next_actions = ((rewards.shape[1] - 1, actions[:, 1:]) if self.bootstrap == "behaviour"
-                               else (rewards.shape[1], None))
+        # the behaviour bootstrap (SARSA) reads the next stored action, which the window's last step lacks:
+        # that step trains the critic only where it is terminal (its target bootstraps on nothing)
+        next_actions, weight = None, None
+        if self.bootstrap == "behaviour":
+            next_actions = torch.cat([actions[:, 1:], actions[:, -1:]], dim=1)  # the last one: a placeholder
+            weight = torch.ones_like(rewards)
+            weight[:, -1] = terminals[:, -1].float()
         with torch.no_grad():
             self.reward_low.copy_(torch.minimum(self.reward_low, rewards.min()))
             self.reward_high.copy_(torch.maximum(self.reward_high, rewards.max()))
-            alive = 1.0 - terminals[:, :steps].float()
-            targets = rewards[:, :steps] + self.gamma * alive * self._bootstrap(z[:, 1:steps + 1].detach(),
-                                                                                next_actions)  # [B, steps]
+            alive = 1.0 - terminals.float()
+            targets = rewards + self.gamma * alive * self._bootstrap(z[:, 1:].detach(), next_actions)  # [B, T]
             # no return can leave [min(r) / (1 - gamma), max(r) / (1 - gamma)] (0 included: an episode
             # may end): clamping there stops an overestimate from feeding on itself without bound
             targets = targets.clamp(self.reward_low / (1 - self.gamma), self.reward_high / (1 - self.gamma))
         # the critic learns on the latents the planner scores it on: encoded first, then predicted;
         # with shape_latent its error also trains the encoder and predictor (as TD-MPC2's does)
-        inputs = torch.cat([z[:, :1], z_pred[:, :steps - 1]], dim=1)
+        inputs = torch.cat([z[:, :1], z_pred[:, :-1]], dim=1)
         inputs = inputs if self.shape_latent else inputs.detach()
-        values = self._q(inputs, actions[:, :steps])  # [K, B, steps], symlog space
-        critic_loss = (values - symlog(targets)).pow(2).mean()
+        values = self._q(inputs, actions)  # [K, B, T], symlog space
+        errors = (values - symlog(targets)).pow(2)
+        critic_loss = errors.mean() if weight is None else (errors * weight).sum() / (weight.sum() * len(values))
         logs = {"loss/reward": reward_loss.detach(), "loss/critic": critic_loss.detach(),
                 "critic/value_mean": symexp(values).mean().detach(), "critic/target_mean": targets.mean()}
         return reward_loss, critic_loss, logs
