@@ -70,19 +70,25 @@ def test_critic_learns_a_chain_value_and_never_bootstraps_through_a_terminal_sta
     np.testing.assert_allclose(rewards[1:], 1.0, atol=0.1)  # every step pays 1 (cell 0 is only ever a start)
 
 
+def ring_replay(cells: int, seed: int, reward_of) -> EpisodeReplay:
+    """200 episodes of 8 steps around a ring of one-hot cells from random starts, with uniform random
+    actions, each cut by a time limit; ``reward_of(actions [8, 1]) -> rewards [8]``."""
+    eye = np.eye(cells, dtype=np.float32)
+    buf = EpisodeReplay(3000, (cells,), np.float32, 1)
+    rng = np.random.default_rng(seed)
+    for _ in range(200):
+        start = int(rng.integers(cells))
+        actions = rng.uniform(-1, 1, (8, 1)).astype(np.float32)
+        buf.add_episode(eye[[(start + t) % cells for t in range(9)]], actions, rewards=reward_of(actions),
+                        terminated=False)
+    return buf
+
+
 def test_critic_bootstraps_through_time_limit_truncations():
     """A ring of 5 cells walked forever, cut by a time limit every 8 steps: every state is worth
     1 / (1 - gamma) = 10. Treating truncations as terminal would pull the values down."""
     cells = 5
-    eye = np.eye(cells, dtype=np.float32)
-    buf = EpisodeReplay(3000, (cells,), np.float32, 1)
-    rng = np.random.default_rng(1)
-    for _ in range(200):
-        start = int(rng.integers(cells))
-        path = [(start + t) % cells for t in range(9)]
-        buf.add_episode(eye[path], rng.uniform(-1, 1, (8, 1)).astype(np.float32), rewards=np.ones(8),
-                        terminated=False)
-    heads = train_critic(buf, cells, steps=1200)
+    heads = train_critic(ring_replay(cells, 1, lambda actions: np.ones(8)), cells, steps=1200)
     with torch.no_grad():
         values = heads.value(torch.eye(cells)).numpy()
     np.testing.assert_allclose(values, 1 / (1 - GAMMA), rtol=0.1)
@@ -93,13 +99,7 @@ def test_the_behaviour_bootstrap_values_the_data_s_actions_and_the_policy_bootst
     did earns 0 on average, so Q_behaviour(z, a) = a; following the policy (which learns a = 1) earns
     1 per step, so Q_policy(z, a) = a + gamma / (1 - gamma) = a + 9."""
     cells = 5
-    eye = np.eye(cells, dtype=np.float32)
-    buf = EpisodeReplay(3000, (cells,), np.float32, 1)
-    rng = np.random.default_rng(2)
-    for _ in range(200):
-        start = int(rng.integers(cells))
-        actions = rng.uniform(-1, 1, (8, 1)).astype(np.float32)
-        buf.add_episode(eye[[(start + t) % cells for t in range(9)]], actions, rewards=actions[:, 0], terminated=False)
+    buf = ring_replay(cells, 2, lambda actions: actions[:, 0])
     probe = torch.tensor([[-0.5], [0.0], [0.5]])
     grid = (torch.eye(cells)[:, None].expand(cells, 3, cells), probe.expand(cells, 3, 1))
     behaviour, policy = (train_critic(buf, cells, steps=1200, bootstrap=b) for b in ("behaviour", "policy"))

@@ -6,6 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+# what the critic's TD target bootstraps on (world_models.task.TaskHeads)
+CRITIC_BOOTSTRAPS = ("policy", "behaviour")
+
 
 @dataclass
 class WorldModelConfig:
@@ -130,8 +133,8 @@ class WorldModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"WorldModelConfig.{name} must be a positive int, got {value!r}")
-        if self.critic_bootstrap not in ("policy", "behaviour"):
-            raise ValueError(f"WorldModelConfig.critic_bootstrap must be 'policy' or 'behaviour', "
+        if self.critic_bootstrap not in CRITIC_BOOTSTRAPS:
+            raise ValueError(f"WorldModelConfig.critic_bootstrap must be one of {CRITIC_BOOTSTRAPS}, "
                              f"got {self.critic_bootstrap!r}")
         if self.critic_bootstrap == "behaviour" and self.reward_hidden > 0 and self.train_horizon < 2:
             raise ValueError("WorldModelConfig.critic_bootstrap='behaviour' needs train_horizon >= 2 (the "

@@ -37,6 +37,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from world_models.config import CRITIC_BOOTSTRAPS
 from world_models.encoders import mlp
 
 # TD3's target-policy smoothing: Gaussian noise of this std, clipped, on the bootstrap's action
@@ -84,8 +85,8 @@ class TaskHeads(nn.Module):
                  gamma: float = 0.99, tau: float = 0.01, policy_hidden: int | None = None,
                  shape_latent: bool = False, bootstrap: str = "policy"):
         super().__init__()
-        if bootstrap not in ("policy", "behaviour"):
-            raise ValueError(f"bootstrap must be 'policy' or 'behaviour', got {bootstrap!r}")
+        if bootstrap not in CRITIC_BOOTSTRAPS:
+            raise ValueError(f"bootstrap must be one of {CRITIC_BOOTSTRAPS}, got {bootstrap!r}")
         if critics < 1:
             raise ValueError(f"critics must be >= 1, got {critics}")
         if not 0.0 < gamma < 1.0:
@@ -160,10 +161,13 @@ class TaskHeads(nn.Module):
         inputs = torch.cat([z[:, :1], z_pred[:, :-1]], dim=1)
         inputs = inputs if self.shape_latent else inputs.detach()
         values = self._q(inputs, actions)  # [K, B, T], symlog space
+        if weight is None:
+            weight = torch.ones_like(rewards)
         errors = (values - symlog(targets)).pow(2)
-        critic_loss = errors.mean() if weight is None else (errors * weight).sum() / (weight.sum() * len(values))
+        critic_loss = (errors * weight).sum() / (weight.sum() * len(values))
         logs = {"loss/reward": reward_loss.detach(), "loss/critic": critic_loss.detach(),
-                "critic/value_mean": symexp(values).mean().detach(), "critic/target_mean": targets.mean()}
+                "critic/value_mean": symexp(values).mean().detach(),
+                "critic/target_mean": (targets * weight).sum() / weight.sum()}  # placeholder targets left out
         return reward_loss, critic_loss, logs
 
     def policy_loss(self, z: Tensor) -> tuple[Tensor, Tensor]:
