@@ -199,6 +199,26 @@ def test_probes_also_learn_to_read_predicted_latents(data):
         assert logs["loss/readout"] == pytest.approx(expected, rel=1e-5)
 
 
+def test_relative_readout_error_tells_what_the_latent_keeps_from_what_it_lacks(data):
+    """``readout/<name>_rel`` (MSE over the measurement's variance) is near 0 for a quantity the latent
+    encodes (the agent's position) and near 1 for one it cannot (small noise unrelated to the observation:
+    its plain MSE is tiny, so only the relative error tells that nothing of it is kept)."""
+    model = JEPAWorldModel(_cfg(measurement_dims={"agent_xy": 2, "noise": 2}))
+    model.update_normalizer(torch.as_tensor(data["obs"][:TRAIN_EPISODES]))
+    optimizer, rng, gen = model.make_optimizer(), np.random.default_rng(0), torch.Generator().manual_seed(0)
+
+    def batch():
+        obs, actions, meas = _batch(data, rng)
+        return obs, actions, {**meas, "noise": torch.randn(meas["agent_xy"].shape, generator=gen) * 0.1}
+
+    for _ in range(STEPS):
+        model.train_step(optimizer, *batch())
+    obs, actions, meas = batch()
+    _, logs = model.loss(obs, actions, meas)
+    assert logs["readout/agent_xy_rel"] < 0.15, logs["readout/agent_xy_rel"]
+    assert logs["readout/noise_rel"] > 0.8, logs["readout/noise_rel"]
+
+
 def test_temporal_variance_hinge_asks_each_dimension_to_vary_along_sequences(data):
     """Reacher's observation carries its target, constant within an episode: batch variance + smoothness
     favour encoding such constants. The temporal hinge measures spread along each sequence instead:

@@ -233,6 +233,10 @@ class JEPAWorldModel(nn.Module):
                 readout_loss = readout_loss + term + (term_pred if cfg.readout_on_predicted else 0.0)
                 logged[f"readout/{name}"] = term.detach()
                 logged[f"readout/{name}_pred"] = term_pred.detach()
+                # scale-free: 0 = the latent keeps the measurement exactly, ~1 = it keeps nothing of it
+                with torch.no_grad():
+                    per_dim = (heads_in[name] - m).pow(2).reshape(-1, m.shape[-1]).mean(0)
+                    logged[f"readout/{name}_rel"] = (per_dim / m.reshape(-1, m.shape[-1]).var(0).clamp_min(1e-6)).mean()
         total = total + cfg.readout_weight * readout_loss
         logged["loss/readout"] = readout_loss
         if measurements and cfg.readout_grounding:
