@@ -53,7 +53,8 @@ class WorldModelConfig:
     # the latent evenly along trajectories; ``idm_weight`` trains an inverse-dynamics head
     # a_t <- (z_t, z_{t+1}) whose gradient reaches the encoder, so controllable state is not dropped.
     # Reward tasks never plan by latent distance, and there smoothness strips fast-changing state
-    # from the latent (finger-spin's spinner): launch/finger-spin.yaml sets it to 0 (BENCHMARKS.md).
+    # from the latent (finger-spin's spinner): the finger-spin, walker-walk and cheetah-run launch
+    # files set it to 0 (BENCHMARKS.md).
     smooth_weight: float = 1.0
     idm_weight: float = 1.0
     # Temporal variance: the variance hinge above is over the batch, which features that are constant
