@@ -119,13 +119,13 @@ class HierarchicalPlanner:
                     episodes: Tensor | None = None) -> LandmarkGraph:
         """Landmarks from latents [M, D] the agent visited (farthest-point sample), minus those the
         constraint rules out (checked as a one-step trajectory with a zero action). Experience edges
-        (``edges: experience``) need the latents in time order and ``episodes`` [M], the episode of each."""
+        (``edges: experience``) need the latents in time order and ``episodes`` [M], the episode of each;
+        none spans a visited latent the constraint rules out."""
         cfg = self.config
         latents = latents.to(self.device, torch.float32)
         nodes = latents[farthest_point_sample(latents, cfg.landmarks, self.generator)]
         if constraint is not None:
-            zero = torch.zeros(nodes.shape[0], 1, self.action_dim, device=nodes.device)
-            nodes = nodes[constraint(nodes[:, None], zero) <= 0]
+            nodes = nodes[~self._ruled_out(nodes, constraint)]
             if nodes.shape[0] == 0:
                 raise ValueError("every landmark violates the constraint: no subgoal is safe")
         weights = None
@@ -133,12 +133,21 @@ class HierarchicalPlanner:
             if episodes is None:
                 raise ValueError("hierarchy edges 'experience' join landmarks along the agent's episodes: "
                                  "build_graph needs the latents in time order and their episode ids")
+            blocked = None if constraint is None else self._ruled_out(latents, constraint)
             weights = experience_weights(nodes, latents, torch.as_tensor(episodes), self.steps, cfg.max_edge,
-                                         cfg.reach, cfg.reversible)
+                                         cfg.reach, cfg.reversible, blocked=blocked)
         self.graph = LandmarkGraph(nodes, self.steps, cfg.max_edge, weights=weights,
                                    trusted=cfg.reach if weights is not None else None)
         self.visited = latents
         return self.graph
+
+    def _ruled_out(self, latents: Tensor, constraint: Constraint, chunk: int = 4096) -> Tensor:
+        """Which latents [M, D] the constraint rules out, each as a one-step trajectory, zero action."""
+        out = []
+        for part in latents.split(chunk):
+            zero = torch.zeros(part.shape[0], 1, self.action_dim, device=part.device)
+            out.append(constraint(part[:, None], zero) > 0)
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=latents.device)
 
     @torch.no_grad()
     def frontier(self, skip: int = 0) -> Tensor:

@@ -66,7 +66,8 @@ def shortest_paths(weights: Tensor) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def experience_weights(nodes: Tensor, latents: Tensor, episodes: Tensor, steps: StepsFn, max_edge: float,
-                       radius: float, reversible: bool = False, chunk: int = 4096) -> Tensor:
+                       radius: float, reversible: bool = False, chunk: int = 4096,
+                       blocked: Tensor | None = None) -> Tensor:
     """Edge weights [N, N] between landmarks nodes [N, D] from the agent's episodes (inf: no edge).
 
     latents [M, D] are visited latents in time order within each episode; episodes [M] the episode
@@ -75,10 +76,14 @@ def experience_weights(nodes: Tensor, latents: Tensor, episodes: Tensor, steps: 
     i is joined to j with weight d when a latent of i is followed d <= ``max_edge`` steps later, in
     the same episode, by one of j (the smallest such d). ``reversible``: also join j to i (for
     systems whose motions can be undone, as a ball in a maze; not a door that only opens one way).
+    ``blocked`` [M] (bool): visited latents a guardrail rules out. No edge spans one of them, so the
+    graph does not route through a hazard the agent once crossed (the edge's two ends may be safe).
     """
     if latents.dim() != 2 or episodes.shape != latents.shape[:1]:
         raise ValueError(f"experience edges need latents [M, D] and episodes [M], got {tuple(latents.shape)} "
                          f"and {tuple(episodes.shape)}")
+    if blocked is not None and blocked.shape != latents.shape[:1]:
+        raise ValueError(f"blocked must be [M] = [{latents.shape[0]}], got {tuple(blocked.shape)}")
     n = nodes.shape[0]
     labels = []
     for part in latents.split(chunk):
@@ -87,10 +92,16 @@ def experience_weights(nodes: Tensor, latents: Tensor, episodes: Tensor, steps: 
         labels.append(torch.where(near, label, torch.full_like(label, -1)))
     label = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long, device=nodes.device)
     episodes = episodes.to(label.device)
+    m = label.shape[0]
+    # before[t]: blocked latents among the first t; the span t..t+d holds before[t+d+1] - before[t]
+    before = torch.zeros(m + 1, dtype=torch.long, device=label.device)
+    if blocked is not None:
+        before[1:] = torch.cumsum(blocked.to(label.device).long(), 0)
     weights = torch.full((n * n,), math.inf, device=nodes.device)
-    for d in range(1, min(int(max_edge), label.shape[0] - 1) + 1):
+    for d in range(1, min(int(max_edge), m - 1) + 1):
         a, b = label[:-d], label[d:]
-        seen = (episodes[:-d] == episodes[d:]) & (a >= 0) & (b >= 0) & (a != b)
+        clear = before[d + 1:] == before[:m - d]
+        seen = (episodes[:-d] == episodes[d:]) & (a >= 0) & (b >= 0) & (a != b) & clear
         weights.scatter_reduce_(0, a[seen] * n + b[seen], torch.full((int(seen.sum()),), float(d),
                                                                      device=nodes.device), "amin")
     weights = weights.view(n, n)

@@ -130,6 +130,15 @@ def test_experience_edges_join_landmarks_along_the_episodes_only():
         LandmarkGraph(nodes, steps, 2.0, weights=torch.zeros(3, 3))
     with pytest.raises(ValueError, match="latents \\[M, D\\] and episodes \\[M\\]"):
         experience_weights(nodes, latents, episodes[:3], steps, 2.0, 3.0)
+    # a guardrail rules out the visited latent at x = 1.0 (t = 2): no edge spans it any more
+    blocked = torch.tensor([False, False, True, False, False, False, False])
+    cut = experience_weights(nodes, latents, episodes, steps, max_edge=2.0, radius=3.0, blocked=blocked)
+    assert torch.equal(cut, torch.full((4, 4), inf))  # 0 -> 1, 0 -> 2, 1 -> 2 all pass through t = 2
+    late = torch.tensor([False, False, False, True, False, False, False])  # only t = 3 (x = 2.0) ruled out
+    only = experience_weights(nodes, latents, episodes, steps, max_edge=2.0, radius=3.0, blocked=late)
+    assert only[0, 1] == 1 and torch.isinf(only[0, 2]) and torch.isinf(only[1, 2])
+    with pytest.raises(ValueError, match="blocked must be \\[M\\] = \\[7\\]"):
+        experience_weights(nodes, latents, episodes, steps, 2.0, 3.0, blocked=blocked[:3])
     high = HierarchicalPlanner(make_planner("mppi", 2, horizon=3, samples=16, elites=4, iterations=1, seed=0),
                                HierarchyConfig(landmarks=4, edges="experience"), steps)
     with pytest.raises(ValueError, match="'experience' join landmarks along the agent's episodes"):
@@ -170,6 +179,67 @@ def test_experience_edges_route_around_a_wall_that_the_learned_distance_jumps():
     assert 3 in rows and reached  # through the corridor along the bottom row
     learned_reached, _ = drive(env, high("learned"))
     assert not learned_reached
+
+
+# The open room of launch/pointmaze-hazards.yaml: two hazard cells across the middle, between S and G.
+HAZARD_STRIP = "#######\n#.....#\n#.....#\n#..x..#\n#..x..#\n#.....#\n#######"
+
+
+def test_experience_edges_do_not_span_what_a_guardrail_rules_out_in_the_simulator():
+    """The ball's episodes cross the hazard strip, so experience joins landmarks on either side of it
+    even once the landmarks inside are pruned. With the visited latents that break the guardrail
+    cutting the edges that span them, no edge crosses the strip, and the ball, routed round it,
+    reaches the goal in the simulator without entering a hazard cell."""
+    env = envs.make("oda/PointMaze-v0", layout=HAZARD_STRIP)
+    rng = np.random.default_rng(0)
+    visited, episodes = [], []
+    for episode in range(50):  # random walks, and ten straight across the strip as a greedy agent goes
+        across = episode >= 40
+        obs, _ = env.reset(seed=episode, options={"start_cell": (3 + episode % 2, 1)} if across else None)
+        for t in range(80):
+            if t % 10 == 0:
+                push = np.array([1.0, 0.0]) if across else rng.uniform(-1, 1, 2)
+            visited.append(obs[:2])
+            episodes.append(episode)
+            obs, *_ = env.step(push)
+    visited, episodes = torch.as_tensor(np.array(visited)), torch.tensor(episodes)
+    low_box, high_box = torch.tensor([-0.5, -1.5]) - 0.15, torch.tensor([0.5, 0.5]) + 0.15
+
+    def keep_out(z, a):  # latent = position: the depth inside the hazard box grown by a margin, summed
+        depth = torch.minimum(z[..., :2] - low_box, high_box - z[..., :2]).min(-1).values
+        return torch.relu(depth).sum(-1)
+
+    straight = lambda z, g: (z - g.expand_as(z)).norm(dim=-1) * 4.0  # noqa: E731  (4 steps per metre)
+    cfg = HierarchyConfig(landmarks=60, max_edge=20.0, reach=2.0, replan_every=5, edges="experience",
+                          reversible=True)
+    low = lambda: make_planner("mppi", 2, horizon=6, samples=64, elites=8, iterations=2, seed=0)  # noqa: E731
+    safe = HierarchicalPlanner(low(), cfg, straight)
+    safe.build_graph(visited, constraint=keep_out, episodes=episodes)
+    # the same landmarks with the edges through the strip kept (as before the cut)
+    weights = experience_weights(safe.graph.nodes, visited, episodes, straight, cfg.max_edge, cfg.reach, True)
+    nodes = safe.graph.nodes
+    beside = (nodes[:, 1] > -1.5) & (nodes[:, 1] < 0.5)  # rows the strip covers: across it is through it
+    across = (beside & (nodes[:, 0] < -0.5))[:, None] & (beside & (nodes[:, 0] > 0.5))[None, :]
+    assert torch.isfinite(weights[across]).any()  # the greedy episodes' edges, kept without the cut
+    assert not torch.isfinite(safe.graph.weights[across]).any()
+
+    def run(planner):
+        obs, _ = env.reset(seed=0, options={"start_cell": (3, 1), "goal_cell": (3, 5)})
+        cost = CostModule({"goal": 1.0})
+        cost.set_goal(torch.as_tensor(env.unwrapped.goal_observation()[:2]))
+        planner.reset()
+        hazard_steps = 0
+        for _ in range(200):
+            plan = planner.plan(torch.as_tensor(obs[:2]), lambda z, a: z[:, None] + 0.1 * torch.cumsum(a, 1), cost,
+                                keep_out)
+            obs, _, _, _, info = env.step(plan.actions[0].numpy())
+            planner.shift(1)
+            hazard_steps += int(info["safety"]["hazard"])
+            if info.get("success"):
+                return True, hazard_steps
+        return False, hazard_steps
+
+    assert run(safe) == (True, 0)
 
 
 def test_route_goes_straight_when_the_goal_is_near_and_constraints_prune_landmarks():
