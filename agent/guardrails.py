@@ -16,7 +16,10 @@ Declarative, in launch files or as an override (values are YAML data, never eval
       - {type: action_rate, limit: 0.5}
 
 In Python: subclass `Guardrail` as a dataclass and register it with ``@register_guardrail``.
-``margin`` widens every guardrail (zone radius, bound) to absorb model error.
+``margin`` widens every guardrail (zone radius, bound) to absorb model error. ``horizon: N``
+checks one guardrail on the first N predicted steps only (the set's ``horizon`` caps them all):
+a keep-out near a goal can be checked where the readout error is small, a speed limit far
+enough ahead to brake.
 """
 
 from __future__ import annotations
@@ -72,6 +75,12 @@ def _vector(name: str, value: Any, length: int | None = None) -> tuple[float, ..
     return out
 
 
+def _horizon(name: str, value: Any) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name} must be an int >= 1 or None, got {value!r}")
+    return value
+
+
 def _number(name: str, value: Any) -> float:
     check_float(name, value, 0.0)
     return float(value)
@@ -83,10 +92,12 @@ class Guardrail:
     taking each readout as uncertain by ``err[key]`` (worst case within that distance)."""
 
     margin: float = 0.0
+    horizon: int | None = None  # check the first `horizon` predicted steps only (None: all)
     type_name: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
         self.margin = _number(f"{self.type_name}.margin", self.margin)
+        self.horizon = _horizon(f"{self.type_name}.horizon", self.horizon)
         self.validate()
 
     def validate(self) -> None:
@@ -309,9 +320,7 @@ class GuardrailSet:
 
     def __init__(self, guardrails: list[dict[str, Any] | Guardrail], readout: Readout,
                  readout_keys: tuple[str, ...] | list[str], horizon: int | None = None) -> None:
-        if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1):
-            raise ValueError(f"guardrail horizon must be an int >= 1 or None, got {horizon!r}")
-        self.horizon = horizon  # check only the first `horizon` predicted steps (None: all)
+        self.horizon = _horizon("guardrail horizon", horizon)  # check only the first `horizon` steps (None: all)
         self.guardrails = [make_guardrail(g) for g in guardrails]
         if not self.guardrails:
             raise ValueError("a GuardrailSet needs at least one guardrail")
@@ -347,12 +356,16 @@ class GuardrailSet:
 
     def per_guardrail(self, z: Tensor, actions: Tensor) -> dict[str, Tensor]:
         """{"<i>:<type>": violation [N, H']} for latents z [N, H, D] and actions [N, H, A], over the
-        first H' = min(H, horizon) predicted steps."""
+        first H' = min(H, horizon) predicted steps; 0 beyond a guardrail's own ``horizon``."""
         if self.horizon is not None:
             z, actions = z[:, : self.horizon], actions[:, : self.horizon]
         m = self.readout(z)
-        return {f"{i}:{g.type_name}": g.violation(m, actions, self.last_action, self.errors)
-                for i, g in enumerate(self.guardrails)}
+        steps = torch.arange(z.shape[1], device=z.device)
+        out = {}
+        for i, g in enumerate(self.guardrails):
+            v = g.violation(m, actions, self.last_action, self.errors)
+            out[f"{i}:{g.type_name}"] = v if g.horizon is None else v * (steps < g.horizon).to(v)
+        return out
 
     def per_step(self, z: Tensor, actions: Tensor) -> Tensor:
         """Total violation per predicted step [N, H]."""

@@ -304,6 +304,26 @@ def test_a_guardrail_horizon_checks_only_the_first_steps():
         GuardrailSet(rails.to_list(), readout=lambda z: {"xy": z}, readout_keys=("xy",), horizon=0)
 
 
+def test_each_guardrail_can_have_its_own_horizon():
+    """A keep-out checked on the first step only, a second keep-out on all three: each counts
+    where its own horizon reaches; the set's horizon still caps both."""
+    near = {"type": "keep_out", "key": "xy", "center": [0, 0], "radius": 1.0, "horizon": 1}
+    far = {"type": "keep_out", "key": "xy", "center": [3, 0], "radius": 1.0}
+    rails = GuardrailSet([near, far], readout=lambda z: {"xy": z}, readout_keys=("xy",))
+    z = _traj((1.5, 0.0), (0.5, 0.0), (2.5, 0.0))  # inside `near` at step 2, inside `far` at step 3
+    parts = rails.per_guardrail(z, NO_ACTIONS)
+    torch.testing.assert_close(parts["0:keep_out"], torch.tensor([[0.0, 0.0, 0.0]]))
+    torch.testing.assert_close(parts["1:keep_out"], torch.tensor([[0.0, 0.0, 0.5]]))
+    rails.guardrails[0].horizon = 2
+    torch.testing.assert_close(rails.per_step(z, NO_ACTIONS), torch.tensor([[0.0, 0.5, 0.5]]))
+    rails.horizon = 2
+    assert float(rails(z, NO_ACTIONS)) == 0.5
+    assert make_guardrail(near).to_dict()["horizon"] == 1
+    for bad in (0, 1.5, True, "3"):
+        with pytest.raises(ValueError, match=r"keep_out\.horizon must be an int >= 1"):
+            make_guardrail({**near, "horizon": bad})
+
+
 def test_planner_benchmark_times_each_cell_with_and_without_guardrails(tmp_path):
     """`python -m planners.benchmark --guardrails` reports the planning overhead of hard constraints."""
     from planners.benchmark import main
