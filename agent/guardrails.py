@@ -17,9 +17,11 @@ Declarative, in launch files or as an override (values are YAML data, never eval
 
 In Python: subclass `Guardrail` as a dataclass and register it with ``@register_guardrail``.
 ``margin`` widens every guardrail (zone radius, bound) to absorb model error. ``horizon: N``
-checks one guardrail on the first N predicted steps only (the set's ``horizon`` caps them all):
-a keep-out near a goal can be checked where the readout error is small, a speed limit far
-enough ahead to brake.
+checks one guardrail on the first N predicted steps only (the set's ``horizon`` caps them all).
+``error_horizon: N`` widens it by the calibrated readout error on the first N steps only and
+checks the later ones on the prediction itself (with ``margin``): the next steps are certified
+while the plan still sees a zone coming early enough to brake, and the error, which grows with
+the step, does not wall off goals beside a zone.
 """
 
 from __future__ import annotations
@@ -93,11 +95,13 @@ class Guardrail:
 
     margin: float = 0.0
     horizon: int | None = None  # check the first `horizon` predicted steps only (None: all)
+    error_horizon: int | None = None  # widen by the readout error on the first N steps only (None: all)
     type_name: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
         self.margin = _number(f"{self.type_name}.margin", self.margin)
         self.horizon = _horizon(f"{self.type_name}.horizon", self.horizon)
+        self.error_horizon = _horizon(f"{self.type_name}.error_horizon", self.error_horizon)
         self.validate()
 
     def validate(self) -> None:
@@ -356,7 +360,8 @@ class GuardrailSet:
 
     def per_guardrail(self, z: Tensor, actions: Tensor) -> dict[str, Tensor]:
         """{"<i>:<type>": violation [N, H']} for latents z [N, H, D] and actions [N, H, A], over the
-        first H' = min(H, horizon) predicted steps; 0 beyond a guardrail's own ``horizon``."""
+        first H' = min(H, horizon) predicted steps; 0 beyond a guardrail's own ``horizon``, and
+        without the readout error beyond its ``error_horizon``."""
         if self.horizon is not None:
             z, actions = z[:, : self.horizon], actions[:, : self.horizon]
         m = self.readout(z)
@@ -364,6 +369,9 @@ class GuardrailSet:
         out = {}
         for i, g in enumerate(self.guardrails):
             v = g.violation(m, actions, self.last_action, self.errors)
+            if g.error_horizon is not None and self.errors:
+                nominal = g.violation(m, actions, self.last_action, {})
+                v = torch.where(steps < g.error_horizon, v, nominal)
             out[f"{i}:{g.type_name}"] = v if g.horizon is None else v * (steps < g.horizon).to(v)
         return out
 

@@ -324,6 +324,21 @@ def test_each_guardrail_can_have_its_own_horizon():
             make_guardrail({**near, "horizon": bad})
 
 
+def test_an_error_horizon_widens_a_guardrail_by_the_readout_error_on_the_first_steps_only():
+    """Calibrated error 0.5 at every step, error_horizon 1: step 1 counts the widened disc, the
+    later steps the disc itself (with its margin)."""
+    spec = {"type": "keep_out", "key": "xy", "center": [0, 0], "radius": 1.0, "margin": 0.1, "error_horizon": 1}
+    rails = GuardrailSet([spec], readout=lambda z: {"xy": z}, readout_keys=("xy",))
+    z = _traj((1.5, 0.0), (1.5, 0.0), (1.0, 0.0))  # steps 1-2 in the widened ring, step 3 inside
+    torch.testing.assert_close(rails.per_step(z, NO_ACTIONS), torch.tensor([[0.0, 0.0, 0.1]]))
+    rails.errors = {"xy": torch.full((3,), 0.5)}
+    torch.testing.assert_close(rails.per_step(z, NO_ACTIONS), torch.tensor([[0.1, 0.0, 0.1]]))
+    rails.guardrails[0].error_horizon = None
+    torch.testing.assert_close(rails.per_step(z, NO_ACTIONS), torch.tensor([[0.1, 0.1, 0.6]]))
+    with pytest.raises(ValueError, match=r"keep_out\.error_horizon must be an int >= 1"):
+        make_guardrail({**spec, "error_horizon": 0})
+
+
 def test_planner_benchmark_times_each_cell_with_and_without_guardrails(tmp_path):
     """`python -m planners.benchmark --guardrails` reports the planning overhead of hard constraints."""
     from planners.benchmark import main
