@@ -55,6 +55,16 @@ def _err(err: Errors, key: str, like: Tensor) -> Tensor | float:
     return e[:horizon]
 
 
+def _first_steps(err: Errors, steps: int, horizon: int) -> Errors:
+    """``err`` over ``steps`` predicted steps with the bounds from step ``horizon`` on set to 0."""
+    out = {}
+    for key, e in err.items():
+        e = _err(err, key, e.new_zeros(steps)).clone()
+        e[horizon:] = 0.0
+        out[key] = e
+    return out
+
+
 def register_guardrail(name: str) -> Callable[[type[Guardrail]], type[Guardrail]]:
     def decorator(cls: type[Guardrail]) -> type[Guardrail]:
         if name in GUARDRAILS:
@@ -368,10 +378,8 @@ class GuardrailSet:
         steps = torch.arange(z.shape[1], device=z.device)
         out = {}
         for i, g in enumerate(self.guardrails):
-            v = g.violation(m, actions, self.last_action, self.errors)
-            if g.error_horizon is not None and self.errors:
-                nominal = g.violation(m, actions, self.last_action, {})
-                v = torch.where(steps < g.error_horizon, v, nominal)
+            err = self.errors if g.error_horizon is None else _first_steps(self.errors, z.shape[1], g.error_horizon)
+            v = g.violation(m, actions, self.last_action, err)
             out[f"{i}:{g.type_name}"] = v if g.horizon is None else v * (steps < g.horizon).to(v)
         return out
 
