@@ -5,9 +5,12 @@ short-term memory; never ``info``, measurements or simulator state.
 
 With guardrails, the planner ranks feasible plans first and the actor executes only a plan
 predicted feasible over its whole horizon; when none is found it takes the task's safe
-fallback (``fallback(obs)``, e.g. a brake) and counts it. For every executed action it keeps
-whether the model predicted a violation at the next step (``predicted_violation``), so the
-evaluation can score predictions against the simulator's ground truth.
+fallback (``fallback(obs)``, e.g. a brake) and counts it. With ``least_violation``, when that
+fallback is itself predicted to violate at the next step, it takes instead the best plan's first
+action if that is predicted to violate less (counted in ``recoveries`` as well). For every
+executed action it keeps whether the model predicted a violation at the next step
+(``predicted_violation``), so the evaluation can score predictions against the simulator's
+ground truth.
 """
 
 from __future__ import annotations
@@ -63,7 +66,8 @@ class MPCActor:
 
     def __init__(self, model: JEPAWorldModel, planner: Planner, cost: CostModule, replan_every: int = 1,
                  device: torch.device | str = "cpu", memory: int = 16, guardrails: GuardrailSet | None = None,
-                 fallback: Callable[[Any], np.ndarray] | None = None, mode: str = "plan"):
+                 fallback: Callable[[Any], np.ndarray] | None = None, mode: str = "plan",
+                 least_violation: bool = False):
         if replan_every < 1:
             raise ValueError(f"replan_every must be >= 1, got {replan_every}")
         if mode not in MODES:
@@ -75,7 +79,9 @@ class MPCActor:
         self.model, self.planner, self.cost = model, planner, cost
         self.guardrails = guardrails
         self.fallback = fallback
-        self.fallbacks = 0  # actions taken by the safe fallback since the last reset_stats()
+        self.fallbacks = 0  # actions taken with no plan predicted feasible, since the last reset_stats()
+        self.least_violation = least_violation
+        self.recoveries = 0  # of those, the best plan's first action taken over a violating fallback
         self.predicted_violation: bool | None = None  # for the last action; None without guardrails
         self.replan_every = replan_every
         self.device = torch.device(device)
@@ -105,7 +111,7 @@ class MPCActor:
 
     def reset_stats(self) -> None:
         self.plan_ms.clear()
-        self.fallbacks = 0
+        self.fallbacks = self.recoveries = 0
 
     def act(self, obs: Any) -> np.ndarray:
         """The next action in [-1, 1] for observation ``obs``."""
@@ -127,7 +133,7 @@ class MPCActor:
             elif plan.feasible:  # predicted feasible at every step of the horizon
                 self._queue = [(a, False) for a in actions[: self.replan_every]]
             else:
-                self._queue = [self._fallback(obs, z)]
+                self._queue = [self._fallback(obs, z, plan)]
             self.plan_ms.append(1e3 * (time.perf_counter() - start))
             self.planner.shift(len(self._queue))
             self.last_plan = plan
@@ -138,11 +144,19 @@ class MPCActor:
         return np.asarray(action, dtype=np.float32)
 
     @torch.no_grad()
-    def _fallback(self, obs: Any, z: torch.Tensor) -> tuple[np.ndarray, bool]:
-        """The safe fallback action and whether the model predicts it violates a guardrail."""
+    def _fallback(self, obs: Any, z: torch.Tensor, plan: Plan) -> tuple[np.ndarray, bool]:
+        """The safe fallback action (or, with ``least_violation``, the infeasible plan's first action
+        when the fallback too is predicted to violate, and more) and whether the model predicts a
+        violation at the next step."""
         self.fallbacks += 1
         action = (np.zeros(self.planner.action_dim, np.float32) if self.fallback is None
                   else np.asarray(self.fallback(obs), dtype=np.float32))
         a = torch.as_tensor(action, device=self.device).reshape(1, 1, -1)
-        z_next = self.model.rollout(z.reshape(1, -1), a)
-        return action, bool(self.guardrails.per_step(z_next, a)[0, 0] > 0)
+        violation = float(self.guardrails.per_step(self.model.rollout(z.reshape(1, -1), a), a)[0, 0])
+        if self.least_violation and violation > 0:
+            first = plan.actions[:1].reshape(1, 1, -1)
+            planned = float(self.guardrails.per_step(plan.latents[:1].reshape(1, 1, -1), first)[0, 0])
+            if planned < violation:
+                self.recoveries += 1
+                return first.reshape(-1).cpu().numpy().astype(np.float32), planned > 0
+        return action, violation > 0

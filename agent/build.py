@@ -109,7 +109,8 @@ def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device
         plan = HierarchicalPlanner(plan, HierarchyConfig(**cfg.hierarchy), steps=model.cost_to_go,
                                    coarse=model.coarse, seed=cfg.seed)
     return MPCActor(model, plan, cost, replan_every=cfg.training.replan_every, device=device,
-                    guardrails=None if soft else guardrails, fallback=fallback, mode=mode)
+                    guardrails=None if soft else guardrails, fallback=fallback, mode=mode,
+                    least_violation=cfg.guardrail_fallback == "least_violation")
 
 
 # Experience edges need whole episodes: the landmarks of such a hierarchy are drawn from this many

@@ -5,7 +5,9 @@ The actor gets the observation and the goal observation only; ground truth (``su
 to its time limit (or the env's own termination): success means the agent is at the goal at
 the end (``success_rate``); ``success_any_rate`` counts episodes that touched the goal at any
 step. With guardrails, each step's predicted violation (the model's) is scored against the
-actual one (the simulator's) in ``confusion``, and ``fallbacks`` counts safe-fallback actions.
+actual one (the simulator's) in ``confusion``, ``fallbacks`` counts the actions taken with no plan
+predicted feasible, and ``recoveries`` those of them that were not the task's fallback (see
+``MPCActor``'s ``least_violation``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def run_episode(env: gym.Env, actor: MPCActor, seed: int,
     """One episode; ``on_step`` (e.g. a video recorder) is called after reset and every step."""
     obs, info = env.reset(seed=seed)
     actor.reset(episode_goal(env, actor))
-    fallbacks = actor.fallbacks
+    fallbacks, recoveries = actor.fallbacks, actor.recoveries
     if on_step:
         on_step(env, actor, info)
     total, steps, violations, reached = 0.0, 0, 0, bool(info.get("success", False))
@@ -50,7 +52,8 @@ def run_episode(env: gym.Env, actor: MPCActor, seed: int,
             on_step(env, actor, info)
     result = {"seed": seed, "return": total, "length": steps, "violations": violations,
               "success": bool(info.get("success", False)), "success_any": reached,
-              "fallbacks": actor.fallbacks - fallbacks, "confusion": confusion}
+              "fallbacks": actor.fallbacks - fallbacks, "recoveries": actor.recoveries - recoveries,
+              "confusion": confusion}
     if "goal_distance" in info.get("measurements", {}):
         result["final_goal_distance"] = float(info["measurements"]["goal_distance"][0])
     return result
@@ -79,6 +82,7 @@ def evaluate(env: gym.Env, actor: MPCActor, episodes: int, seed: int = 0,
     }
     if actor.guardrails is not None:
         summary["fallbacks"] = actor.fallbacks
+        summary["recoveries"] = actor.recoveries
         summary["confusion"] = {k: sum(r["confusion"][k] for r in runs) for k in CONFUSION_KEYS}
     if all("final_goal_distance" in r for r in runs):
         summary["final_goal_distance_mean"] = float(np.mean([r["final_goal_distance"] for r in runs]))

@@ -29,6 +29,7 @@ from planners.hierarchical import HierarchyConfig
 
 OBS_MODES = ("state", "pixels")
 GUARDRAIL_MODES = ("hard", "soft")
+GUARDRAIL_FALLBACKS = ("declared", "least_violation")
 FREE_FORM = {("world_model",), ("planner", "params"), ("cost",), ("env", "kwargs"), ("evaluation",)}
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -105,6 +106,11 @@ class LaunchConfig:
     # readout error grows with the step, and widened that far the zones can close every path; the
     # steps beyond N still count in the cost, and the plan is re-checked at every step.
     guardrail_horizon: int | None = None
+    # When no plan is predicted feasible: "declared" takes the task's safe fallback (e.g. a brake);
+    # "least_violation" takes it too, unless it is itself predicted to violate at the next step and
+    # the best plan's first action is predicted to violate less (e.g. a start beside a hazard, where
+    # braking keeps the arm inside the widened zone for good and a step away clears it).
+    guardrail_fallback: str = "declared"
     # Hierarchical planning (planners.hierarchical.HierarchyConfig: landmarks, max_edge, reach,
     # replan_every): subgoals routed over a landmark graph of visited latents, the planner above
     # going to the current one. Needs the learned cost-to-go (world_model.value_hidden > 0). None: flat.
@@ -253,6 +259,8 @@ def _check_ranges(obj: Any, path: tuple[str, ...], source: str) -> None:
                                  f"{', '.join(f.name for f in dataclasses.fields(HierarchyConfig))})") from None
         if obj.guardrail_mode not in GUARDRAIL_MODES:
             raise bad("guardrail_mode", f"must be one of {GUARDRAIL_MODES}")
+        if obj.guardrail_fallback not in GUARDRAIL_FALLBACKS:
+            raise bad("guardrail_fallback", f"must be one of {GUARDRAIL_FALLBACKS}")
         for term, weight in obj.cost.items():
             if weight < 0:
                 raise ValueError(f"{source}: 'cost.{term}' must be >= 0, got {weight!r}")
@@ -333,8 +341,8 @@ def load_launch(path: str | Path, overrides: list[str] | dict | None = None) -> 
 
 
 #: what may change at evaluation time without retraining (the world model and its inputs may not)
-EVAL_OVERRIDABLE = ("guardrails", "guardrail_mode", "guardrail_horizon", "cost", "env.kwargs", "planner",
-                    "training.replan_every", "hierarchy")
+EVAL_OVERRIDABLE = ("guardrails", "guardrail_mode", "guardrail_horizon", "guardrail_fallback", "cost", "env.kwargs",
+                    "planner", "training.replan_every", "hierarchy")
 
 
 def _eval_overridable(key: str) -> bool:

@@ -183,10 +183,14 @@ def test_guardrails_set_at_evaluation_time_report_confusion_and_fallbacks(traine
     assert main(["eval", str(trained_run), rail, "guardrail_horizon=2", "--episodes", "1", "--calibrate", "1",
                  "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["readout_error_bound"]["agent_xy"]) == 2  # the steps checked
-    assert main(["eval", str(trained_run), rail, "--episodes", "2", "--per-episode", "--json"]) == 0
+    assert main(["eval", str(trained_run), rail, "guardrail_fallback=least_violation", "--episodes", "2",
+                 "--per-episode", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [e["seed"] for e in listed["per_episode"]] == [1_000_000, 1_000_001]
     assert sum(e["fallbacks"] for e in listed["per_episode"]) == listed["fallbacks"]
+    assert sum(e["recoveries"] for e in listed["per_episode"]) == listed["recoveries"] <= listed["fallbacks"]
+    assert main(["eval", str(trained_run), rail, "guardrail_fallback=stop", "--episodes", "1"]) == 2
+    assert "guardrail_fallback" in capsys.readouterr().err
     assert main(["eval", str(trained_run), rail, "--episodes", "1", "--calibrate", "1", "--calibrate-near", "-1"]) == 2
     assert "near must be a finite distance" in capsys.readouterr().err
     assert main(["eval", str(trained_run), "--episodes", "1", "--calibrate", "1"]) == 2

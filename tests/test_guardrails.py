@@ -224,6 +224,35 @@ def test_goal_inside_the_disc_the_actor_stops_at_its_edge():
     assert float(state[2:].norm()) < 0.1
 
 
+@pytest.mark.parametrize("rule", ["declared", "least_violation"])
+def test_a_start_inside_the_margin_brakes_for_good_unless_the_least_violation_rule_steps_out(rule):
+    """At rest 0.05 inside a disc's margin no plan is feasible and the brake keeps the violation:
+    the declared fallback stays put; the least-violation rule takes the best plan's first action,
+    which is predicted to violate less, steps out of the margin and goes on to the goal, never
+    entering the disc itself."""
+    from agent.actor import MPCActor
+    from agent.cost import CostModule
+    from planners import make_planner
+
+    model = PointMassModel()
+    rails = GuardrailSet([{"type": "keep_out", "key": "xy", "center": [0.0, 0.0], "radius": 0.2, "margin": 0.1}],
+                         model.readout, model.readout_keys)
+    actor = MPCActor(model, make_planner("mppi", 2, seed=0, horizon=12, samples=128, iterations=4),
+                     CostModule({"goal": 1.0, "goal_final": 1.0}), guardrails=rails, fallback=_brake,
+                     least_violation=rule == "least_violation")
+    state, goal = torch.tensor([0.25, 0.0, 0.0, 0.0]), torch.tensor([0.8, 0.3])
+    actor.reset(torch.cat([goal, torch.zeros(2)]))
+    for _ in range(60):
+        state = model.step(state, torch.as_tensor(actor.act(state)))
+        assert float(state[:2].norm()) >= 0.2
+    if rule == "declared":
+        torch.testing.assert_close(state, torch.tensor([0.25, 0.0, 0.0, 0.0]))
+        assert actor.fallbacks == 60 and actor.recoveries == 0
+    else:
+        assert 0 < actor.recoveries == actor.fallbacks < 10  # only until the margin is cleared
+        assert float((state[:2] - goal).norm()) < 0.1
+
+
 def test_readout_error_calibration_measures_the_models_error_per_step():
     from agent.calibration import readout_errors
 
