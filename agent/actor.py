@@ -145,9 +145,9 @@ class MPCActor:
 
     @torch.no_grad()
     def _fallback(self, obs: Any, z: torch.Tensor, plan: Plan) -> tuple[np.ndarray, bool]:
-        """The safe fallback action (or, with ``least_violation``, the infeasible plan's first action
-        when the fallback too is predicted to violate, and more) and whether the model predicts a
-        violation at the next step."""
+        """The safe fallback action and whether the model predicts a violation at the next step; with
+        ``least_violation``, the infeasible plan's first action instead when the fallback is
+        predicted to violate and that action is predicted to violate less."""
         self.fallbacks += 1
         action = (np.zeros(self.planner.action_dim, np.float32) if self.fallback is None
                   else np.asarray(self.fallback(obs), dtype=np.float32))
