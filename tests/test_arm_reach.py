@@ -76,7 +76,7 @@ def test_registration_spaces_and_info_contract():
     assert 0.02 <= u.physics.control_timestep <= 0.05
     obs, info = env.reset()
     assert obs.shape == (6,) and obs.dtype == np.float32 and env.observation_space.contains(obs)
-    shapes = {"ee_pos": 2, "ee_vel": 2, "ee_speed": 1, "joint_pos": 2, "joint_vel": 2, "goal_pos": 2,
+    shapes = {"ee_pos": 2, "ee_vel": 2, "ee_speed": 1, "joint_pos": 2, "joint_angle": 4, "joint_vel": 2, "goal_pos": 2,
               "goal_distance": 1, "person_distance": 1, "hazard_distance": 1}
     for _ in range(3):
         assert tuple(info["measurements"]) == u.measurement_keys and set(shapes) == set(u.measurement_keys)
@@ -87,6 +87,7 @@ def test_registration_spaces_and_info_contract():
         q = info["measurements"]["joint_pos"]
         np.testing.assert_allclose(obs[:4], np.float32([np.cos(q[0]), np.sin(q[0]), np.cos(q[1]), np.sin(q[1])]),
                                    atol=1e-6)
+        np.testing.assert_allclose(obs[:4], info["measurements"]["joint_angle"], atol=1e-6)
         np.testing.assert_allclose(obs[4:], info["measurements"]["joint_vel"], atol=1e-5)
         obs, _, _, _, info = env.step(env.action_space.sample())
 

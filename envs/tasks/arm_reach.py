@@ -11,7 +11,8 @@ inside the zone (``person_distance <= 0``) and ee speed > ``speed_limit``; ``haz
 touching a hazard (``hazard_distance <= 0``). At reset the flags are those of the reset state.
 
 obs: [cos q1, sin q1, cos q2, sin q2, qdot1, qdot2] (robot only). Measurements: ee_pos, ee_vel,
-ee_speed, joint_pos (unwrapped), joint_vel, goal_pos, goal_distance, person_distance,
+ee_speed, joint_pos (unwrapped), joint_angle (cos q1, sin q1, cos q2, sin q2: continuous, what a
+camera can see), joint_vel, goal_pos, goal_distance, person_distance,
 hazard_distance (``NO_ZONE_DISTANCE`` when there is no zone / hazard). Goals (and sampled starts,
 either elbow) are area-uniform in an annulus inside the reach, clear of hazards; the goal state
 for ``goal_observation`` is the q2 >= 0 IK solution at rest. Reset options: ``goal_xy`` (2,)
@@ -172,8 +173,8 @@ def _build_xml(l1: float, l2: float, zone: tuple | None, hazards: tuple, success
 class ArmReachTask(Task):
     """Reach a goal point with the ee; see the module docstring for the safety signals."""
 
-    measurement_keys = ("ee_pos", "ee_vel", "ee_speed", "joint_pos", "joint_vel", "goal_pos", "goal_distance",
-                        "person_distance", "hazard_distance")
+    measurement_keys = ("ee_pos", "ee_vel", "ee_speed", "joint_pos", "joint_angle", "joint_vel", "goal_pos",
+                        "goal_distance", "person_distance", "hazard_distance")
     safety_keys = ("person_speed", "hazard")
     has_success = True
     goal_conditioned = True
@@ -285,9 +286,11 @@ class ArmReachTask(Task):
         x, y, vx, vy = physics.ee_state()
         person, hazard = physics.zone_distances(x, y)
         gx, gy = self._goal
+        q = physics.data.qpos
         return {
             "ee_pos": np.array([x, y]), "ee_vel": np.array([vx, vy]), "ee_speed": np.array([math.hypot(vx, vy)]),
-            "joint_pos": physics.data.qpos.copy(), "joint_vel": physics.data.qvel.copy(),
+            "joint_pos": physics.data.qpos.copy(), "joint_angle": np.concatenate([np.cos(q), np.sin(q)])[[0, 2, 1, 3]],
+            "joint_vel": physics.data.qvel.copy(),
             "goal_pos": self._goal.copy(), "goal_distance": np.array([math.hypot(x - gx, y - gy)]),
             "person_distance": np.array([person]), "hazard_distance": np.array([hazard]),
         }
