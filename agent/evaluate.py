@@ -25,6 +25,8 @@ EVAL_SEED_BASE = 1_000_000  # training episodes are seeded below this, evaluatio
 # simulator's ground truth. "predicted_safe_actual_violation" is the cell that must stay 0.
 CONFUSION_KEYS = ("predicted_safe_actual_safe", "predicted_safe_actual_violation",
                   "predicted_violation_actual_safe", "predicted_violation_actual_violation")
+# Measurements of the distance left to the goal (PointMaze / ArmReach; Push's block position and angle)
+FINAL_ERRORS = ("goal_distance", "position_error", "angle_error")
 
 
 def run_episode(env: gym.Env, actor: MPCActor, seed: int,
@@ -54,8 +56,9 @@ def run_episode(env: gym.Env, actor: MPCActor, seed: int,
               "success": bool(info.get("success", False)), "success_any": reached,
               "fallbacks": actor.fallbacks - fallbacks, "recoveries": actor.recoveries - recoveries,
               "confusion": confusion}
-    if "goal_distance" in info.get("measurements", {}):
-        result["final_goal_distance"] = float(info["measurements"]["goal_distance"][0])
+    for key in FINAL_ERRORS:  # how far from the goal the episode ended, where the task measures it
+        if key in info.get("measurements", {}):
+            result[f"final_{key}"] = float(info["measurements"][key][0])
     return result
 
 
@@ -84,8 +87,9 @@ def evaluate(env: gym.Env, actor: MPCActor, episodes: int, seed: int = 0,
         summary["fallbacks"] = actor.fallbacks
         summary["recoveries"] = actor.recoveries
         summary["confusion"] = {k: sum(r["confusion"][k] for r in runs) for k in CONFUSION_KEYS}
-    if all("final_goal_distance" in r for r in runs):
-        summary["final_goal_distance_mean"] = float(np.mean([r["final_goal_distance"] for r in runs]))
+    for key in FINAL_ERRORS:
+        if all(f"final_{key}" in r for r in runs):
+            summary[f"final_{key}_mean"] = float(np.mean([r[f"final_{key}"] for r in runs]))
     if per_episode:
         summary["per_episode"] = runs
     return summary

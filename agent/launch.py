@@ -30,6 +30,7 @@ from planners.hierarchical import HierarchyConfig
 OBS_MODES = ("state", "pixels")
 GUARDRAIL_MODES = ("hard", "soft")
 GUARDRAIL_FALLBACKS = ("declared", "least_violation")
+SEED_POLICIES = ("random", "play")
 FREE_FORM = {("world_model",), ("planner", "params"), ("cost",), ("env", "kwargs"), ("evaluation",)}
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -88,6 +89,10 @@ class TrainingSection:
     # With a hierarchy: the share of training episodes that head for the least visited landmark
     # instead of the task's goal (exploration toward what the agent has barely seen).
     explore_frontier: float = 0.0
+    # What fills the replay before the first update: "random" (sticky random actions) or "play" (the
+    # task's scripted goal-blind play policy, e.g. Push's pusher walking round its block and pushing it
+    # about: random actions move the block in 4% of steps, play in half of them).
+    seed_policy: str = "random"
 
 
 @dataclass
@@ -239,6 +244,8 @@ def _check_ranges(obj: Any, path: tuple[str, ...], source: str) -> None:
             raise bad("episode_steps", "must be >= 1 or null")
         if not 0.0 <= obj.explore_frontier <= 1.0:
             raise bad("explore_frontier", "must be in [0, 1]")
+        if obj.seed_policy not in SEED_POLICIES:
+            raise bad("seed_policy", f"must be one of {SEED_POLICIES}")
     elif isinstance(obj, LaunchConfig):
         if not _NAME.match(obj.name):
             raise bad("name", "must be letters, digits, '_', '.', '-' (it names the run directory)")

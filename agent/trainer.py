@@ -1,6 +1,7 @@
 """Online training: the agent collects its own experience and learns its world model from it.
 
-No reward is used: seed the replay with exploratory episodes (sticky random actions), then act
+No reward is used: seed the replay with exploratory episodes (sticky random actions, or the
+task's goal-blind play policy with ``training.seed_policy: play``), then act
 with the planner toward each episode's goal plus exploration noise, updating the world model
 at ``updates_per_step`` gradient steps per env step. Evaluation, TensorBoard scalars and
 checkpoints happen at episode boundaries, so ``--resume`` continues exactly where a checkpoint
@@ -153,7 +154,7 @@ class Trainer:
         while not (terminated or truncated):
             t0 = time.perf_counter()
             if seeding:
-                action = self.explore()
+                action = self._seed_action()
             else:
                 if frontiers is not None and len(actions) % self.actor.planner.config.replan_every == 0:
                     frontiers = self._next_frontier(obs, frontiers)
@@ -192,6 +193,15 @@ class Trainer:
             for k, v in zip(("plan", "env", "update"), np.mean(self.step_ms[timed_from:], axis=0), strict=True):
                 writer.add_scalar(f"time/{k}_ms_per_step", float(v), self.step)
         return {"length": len(actions), "success": success, **metrics}
+
+    def _seed_action(self) -> np.ndarray:
+        if self.cfg.training.seed_policy == "random":
+            return self.explore()
+        action = getattr(self.env.unwrapped, "play_action", lambda rng: None)(self.rng)
+        if action is None:
+            raise ValueError(f"training.seed_policy=play: {self.cfg.env.id} has no play policy "
+                             "(a task defines one in play_action); use seed_policy=random")
+        return action
 
     @torch.no_grad()
     def _next_frontier(self, obs: Any, reached: int) -> int:

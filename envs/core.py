@@ -129,6 +129,12 @@ class OdaEnv(gym.Env):
         guardrails. Default: no actuation (zeros); tasks override it (e.g. a brake)."""
         return np.zeros(self.action_space.shape, dtype=np.float32)
 
+    def play_action(self, rng: np.random.Generator) -> np.ndarray | None:
+        """An action in [-1, 1] from the task's scripted *play* policy: goal-blind exploration that
+        interacts with the scene (OGBench's play datasets are of this kind), for tasks where random
+        actions rarely do (e.g. a pusher that seldom touches its block). None: the task has none."""
+        return None
+
     def goal_observation(self) -> Any:
         """The observation the agent would receive at the goal (goal-conditioned tasks)."""
         raise NotImplementedError(f"{type(self).__name__} is not goal-conditioned")

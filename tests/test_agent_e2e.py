@@ -285,3 +285,25 @@ def test_launch_evaluation_section_sets_how_the_trained_agent_plans(tmp_path):
     assert len(actor.planner.graph) == 8 and dict(actor.cost.weights) == {"goal": 1.0, "action": 0.1}
     _, _, actor, _ = load("hierarchy=null", "cost={goal: 2.0}")  # the command line overrides the file
     assert not isinstance(actor.planner, HierarchicalPlanner) and dict(actor.cost.weights) == {"goal": 2.0}
+
+
+def test_seeding_with_the_tasks_play_policy(tmp_path):
+    """training.seed_policy=play fills the replay from the task's scripted play policy (on Push: the block
+    moves); a task without one is refused by name before any data is collected."""
+    push = ["env.id=oda/Push-v0", "env.kwargs={block: square, episode_steps: 80}", "training.steps=80",
+            "training.seed_steps=80", "training.eval_every=80", "training.checkpoint_every=0"]
+    trainer = Trainer(load_launch(LAUNCH, [*TINY, *push, "training.seed_policy=play", f"run_dir={tmp_path / 'p'}"]),
+                      progress=False)
+    trainer.train()
+    block = trainer.replay._meas["block_xy"][: trainer.replay._used]
+    assert np.abs(np.diff(block, axis=0)).sum() > 0.02  # play pushed the block about (2 cm at least)
+    # the evaluation reports where the block ended, from the simulator (Push's position and angle errors)
+    base = trainer.eval_env.unwrapped
+    position, angle = base.task.errors(base.physics)
+    assert trainer.history[-1]["final_position_error_mean"] == pytest.approx(position)
+    assert trainer.history[-1]["final_angle_error_mean"] == pytest.approx(angle)
+    maze = Trainer(load_launch(LAUNCH, [*TINY, "training.seed_policy=play", f"run_dir={tmp_path / 'm'}"]),
+                   progress=False)
+    with pytest.raises(ValueError, match=r"seed_policy=play: oda/PointMaze-v0 has no play policy"):
+        maze.train()
+    assert maze.replay.num_steps == 0

@@ -67,6 +67,8 @@ def test_to_dict_from_dict_round_trip(tmp_path):
     (VALID.replace("world_model:\n  latent_dim: 32\n  lr: 1e-3", "world_model: 5"), r"'world_model' must be a mapping"),
     (VALID.replace("  obs: state", "  obs: video"), r"'env.obs' must be one of"),
     (VALID.replace("batch_size: 32", "batch_size: 0"), r"'training.batch_size' must be >= 1"),
+    (VALID.replace("batch_size: 32", "batch_size: 32\n  seed_policy: scripted"),
+     r"'training.seed_policy' must be one of \('random', 'play'\)"),
     (VALID.replace("device: cpu", "device: tpu"), r"'device' must be 'auto'"),
     (VALID.replace("goal: 1.0,", "gaol: 1.0,"), r"unknown cost term\(s\) \['gaol'\]"),
     (VALID.replace("name: pointmaze-open\n", ""), r"missing required key 'name'"),

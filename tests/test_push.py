@@ -282,3 +282,25 @@ def test_orientation_is_observed_modulo_the_shapes_symmetry(shape, same):
     assert np.allclose(a, b, atol=1e-6) == same
     np.testing.assert_allclose(info["measurements"]["block_xy"], info["measurements"]["block_pose"][:2])
     env.close()
+
+
+def test_play_policy_pushes_the_block_about_and_never_looks_at_the_goal():
+    """The scripted play policy (training.seed_policy: play) moves the block in a good share of steps,
+    where sticky random actions rarely do, and its actions do not depend on the goal."""
+    def run(goal, steps=300):
+        env, base = make()
+        reset(env, block=(0.05, 0.0, 0.3), goal=goal, pusher=(-0.15, 0.15))
+        rng, actions, moving = np.random.default_rng(7), [], 0
+        for _ in range(steps):
+            a = base.play_action(rng)
+            assert a.shape == (2,) and a.dtype == np.float32 and np.all(np.abs(a) <= 1.0)
+            _, _, _, _, info = env.step(a)
+            actions.append(a)
+            moving += np.linalg.norm(info["measurements"]["block_vel"][:2]) > 1e-3
+        return np.asarray(actions), moving / steps, info["measurements"]["block_pose"]
+
+    actions, moving, pose = run(goal=(0.1, 0.1, 0.0))
+    assert moving > 0.25, moving
+    assert math.dist(pose[:2], (0.05, 0.0)) > 0.03 or abs(pose[2] - 0.3) > 0.2  # the block went somewhere
+    other, _, _ = run(goal=(-0.12, -0.1, 1.0))
+    np.testing.assert_array_equal(actions, other)

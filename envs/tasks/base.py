@@ -117,6 +117,10 @@ class Task(abc.ABC):
         """The safe fallback in [-1, 1] from the state observation (None: no actuation)."""
         return None
 
+    def play_action(self, physics: Physics, rng: np.random.Generator) -> np.ndarray | None:
+        """A goal-blind exploration action in [-1, 1] (``OdaEnv.play_action``); None: no play policy."""
+        return None
+
     def before_step(self, physics: Physics, action: np.ndarray) -> None:  # noqa: B027
         """Hook run before the physics steps (e.g. to record speeds for safety checks)."""
 
@@ -192,6 +196,10 @@ class TaskEnv(OdaEnv):
     def safe_action(self, state: np.ndarray) -> np.ndarray:
         action = self.task.safe_action(np.asarray(state, dtype=np.float32))
         return super().safe_action(state) if action is None else np.clip(action, -1.0, 1.0).astype(np.float32)
+
+    def play_action(self, rng: np.random.Generator) -> np.ndarray | None:
+        action = self.task.play_action(self.physics, rng)
+        return None if action is None else np.clip(action, -1.0, 1.0).astype(np.float32)
 
     def render_frame(self, width: int, height: int, markers: list | None = None) -> np.ndarray:
         return self.physics.render(width, height, camera=self.task.camera, markers=markers)

@@ -229,6 +229,7 @@ class PushTask(Task):
         # goal-state pusher spot: behind the block along its -y axis, GOAL_GAP from its back face
         self.goal_offset = np.array([0.0, min(oy - b for (_, oy), (_, b) in boxes) - PUSHER_RADIUS - GOAL_GAP])
         self.goal = np.zeros(3)
+        self._play: dict | None = None  # the play policy's current segment (play_action)
 
     def make_physics(self) -> PushPhysics:
         return PushPhysics(build_xml(self.block, self.keepout), n_substeps=SUBSTEPS)
@@ -283,9 +284,48 @@ class PushTask(Task):
             pusher = self._sample(lambda: rng.uniform(-lim + 0.005, lim - 0.005, 2), lambda xy: (
                 self.pusher_block_distance(xy, block) > 0.01 and not self.pusher_in_keepout(xy)))
         self.goal = np.array([goal[0], goal[1], wrap(goal[2])])
+        self._play = None
         physics.set_block(block)
         physics.set_pusher(pusher)
         physics.set_goal_marker(self.goal)
+
+    # --- play (goal-blind exploration) ----------------------------------------------------------
+    def play_action(self, physics: PushPhysics, rng: np.random.Generator) -> np.ndarray:
+        """Scripted play: push the block toward random points of the table, off its centre by a random
+        lever (so it also turns), walking round it to the pushing side first; a few short bursts of
+        random actions in between. It never looks at the goal. Velocity command in [-1, 1]."""
+        pusher, pose = physics.pusher_xy(), physics.block_pose()
+        seg = self._play
+        if seg is None or seg["left"] <= 0 or (seg["mode"] == "push" and math.dist(pose[:2], seg["dest"]) < 0.01):
+            lim = HALF_TABLE - self.radius - 0.01
+            if rng.random() < 0.15:
+                seg = {"mode": "random", "action": rng.uniform(-1, 1, 2), "left": int(rng.integers(1, 11))}
+            else:
+                seg = {"mode": "push", "dest": rng.uniform(-lim, lim, 2), "lever": rng.uniform(-0.6, 0.6) * SQUARE_HALF,
+                       "left": int(rng.integers(20, 61)), "pushing": False}
+            self._play = seg
+        seg["left"] -= 1
+        if seg["mode"] == "random":
+            return seg["action"].copy()
+        u = seg["dest"] - pose[:2]
+        u /= max(float(np.linalg.norm(u)), 1e-6)
+        side = np.array([-u[1], u[0]])
+        behind = pose[:2] - u * (self.radius + PUSHER_RADIUS + 0.005) + side * seg["lever"]
+        rel = pusher - pose[:2]
+        off_course = abs(wrap(math.atan2(*(behind - pose[:2])[::-1]) - math.atan2(*rel[::-1])))
+        if seg["pushing"] and off_course < 0.8:  # keep pushing through the block's centre line
+            v = u * MAX_SPEED * 0.7 + 4.0 * side * float(np.dot(behind - pusher, side))
+        elif off_course > 0.35:  # walk round the block at a safe radius toward the pushing side
+            seg["pushing"] = False
+            turn = math.copysign(min(off_course, 0.6), wrap(math.atan2(*(behind - pose[:2])[::-1])
+                                                            - math.atan2(*rel[::-1])))
+            a = math.atan2(rel[1], rel[0]) + turn
+            v = 8.0 * (pose[:2] + (self.radius + PUSHER_RADIUS + 0.03) * np.array([math.cos(a), math.sin(a)]) - pusher)
+        else:  # on the pushing side: close in, then push
+            v = 8.0 * (behind - pusher)
+            seg["pushing"] = bool(np.linalg.norm(behind - pusher) < 0.01)
+        v = v + rng.normal(0.0, 0.05, 2)
+        return np.clip(v / MAX_SPEED, -1.0, 1.0)
 
     def get_observation(self, physics: PushPhysics) -> np.ndarray:
         px, py, x, y, th = physics.data.qpos.tolist()
