@@ -313,7 +313,7 @@ class PushTask(Task):
         behind = pose[:2] - u * (self.radius + PUSHER_RADIUS + 0.005) + side * seg["lever"]
         rel = pusher - pose[:2]
         off_course = abs(wrap(math.atan2(*(behind - pose[:2])[::-1]) - math.atan2(*rel[::-1])))
-        if seg["pushing"] and off_course < 0.8:  # keep pushing through the block's centre line
+        if seg["pushing"] and off_course < 0.8:  # keep pushing along u, holding the lever off the centre line
             v = u * MAX_SPEED * 0.7 + 4.0 * side * float(np.dot(behind - pusher, side))
         elif off_course > 0.35:  # walk round the block at a safe radius toward the pushing side
             seg["pushing"] = False
