@@ -197,7 +197,7 @@ class Trainer:
     def _seed_action(self) -> np.ndarray:
         if self.cfg.training.seed_policy == "random":
             return self.explore()
-        action = getattr(self.env.unwrapped, "play_action", lambda rng: None)(self.rng)
+        action = self.env.unwrapped.play_action(self.rng)  # every env is an OdaEnv (None: no play policy)
         if action is None:
             raise ValueError(f"training.seed_policy=play: {self.cfg.env.id} has no play policy "
                              "(a task defines one in play_action); use seed_policy=random")

@@ -289,7 +289,7 @@ class ArmReachTask(Task):
         q = physics.data.qpos
         return {
             "ee_pos": np.array([x, y]), "ee_vel": np.array([vx, vy]), "ee_speed": np.array([math.hypot(vx, vy)]),
-            "joint_pos": physics.data.qpos.copy(), "joint_angle": np.concatenate([np.cos(q), np.sin(q)])[[0, 2, 1, 3]],
+            "joint_pos": q.copy(), "joint_angle": np.concatenate([np.cos(q), np.sin(q)])[[0, 2, 1, 3]],
             "joint_vel": physics.data.qvel.copy(),
             "goal_pos": self._goal.copy(), "goal_distance": np.array([math.hypot(x - gx, y - gy)]),
             "person_distance": np.array([person]), "hazard_distance": np.array([hazard]),

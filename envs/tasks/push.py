@@ -311,15 +311,14 @@ class PushTask(Task):
         u /= max(float(np.linalg.norm(u)), 1e-6)
         side = np.array([-u[1], u[0]])
         behind = pose[:2] - u * (self.radius + PUSHER_RADIUS + 0.005) + side * seg["lever"]
-        rel = pusher - pose[:2]
-        off_course = abs(wrap(math.atan2(*(behind - pose[:2])[::-1]) - math.atan2(*rel[::-1])))
-        if seg["pushing"] and off_course < 0.8:  # keep pushing along u, holding the lever off the centre line
+        rel, aim = pusher - pose[:2], behind - pose[:2]
+        heading = math.atan2(rel[1], rel[0])  # of the pusher, seen from the block's centre
+        delta = wrap(math.atan2(aim[1], aim[0]) - heading)  # how far round the block the pushing spot is
+        if seg["pushing"] and abs(delta) < 0.8:  # keep pushing along u, holding the lever off the centre line
             v = u * MAX_SPEED * 0.7 + 4.0 * side * float(np.dot(behind - pusher, side))
-        elif off_course > 0.35:  # walk round the block at a safe radius toward the pushing side
+        elif abs(delta) > 0.35:  # walk round the block at a safe radius toward the pushing side
             seg["pushing"] = False
-            turn = math.copysign(min(off_course, 0.6), wrap(math.atan2(*(behind - pose[:2])[::-1])
-                                                            - math.atan2(*rel[::-1])))
-            a = math.atan2(rel[1], rel[0]) + turn
+            a = heading + math.copysign(min(abs(delta), 0.6), delta)
             v = 8.0 * (pose[:2] + (self.radius + PUSHER_RADIUS + 0.03) * np.array([math.cos(a), math.sin(a)]) - pusher)
         else:  # on the pushing side: close in, then push
             v = 8.0 * (behind - pusher)
