@@ -12,7 +12,16 @@ import torch
 
 import envs
 from agent.actor import MPCActor, policy_proposal
-from agent.cost import CRITIC_TERM, PENALTY_TERM, PRIOR_TERM, TASK_TERM, VALUE_TERM, CostModule
+from agent.cost import (
+    CRITIC_TERM,
+    PENALTY_TERM,
+    PRIOR_TERM,
+    READOUT_PREFIX,
+    TASK_TERM,
+    VALUE_TERM,
+    CostModule,
+    readout_keys,
+)
 from agent.guardrails import GuardrailSet
 from agent.launch import LaunchConfig
 from agent.memory import EpisodeReplay
@@ -92,6 +101,10 @@ def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device
     if {TASK_TERM, CRITIC_TERM, PRIOR_TERM} & {k for k, w in weights.items() if w > 0} and model.task is None:
         raise ValueError(f"cost terms {TASK_TERM!r}, {CRITIC_TERM!r} and {PRIOR_TERM!r} need a reward head, "
                          f"critic and policy: set world_model.reward_hidden > 0 when training")
+    missing = sorted(set(readout_keys(k for k, w in weights.items() if w > 0)) - set(model.readout_keys))
+    if missing:
+        raise ValueError(f"cost terms {[READOUT_PREFIX + k for k in missing]} read measurements the world model has "
+                         f"no readout for (it reads out {sorted(model.readout_keys)})")
     cost = CostModule(weights)
     if cost.needs_goal and env is not None and not env.unwrapped.goal_conditioned:
         raise ValueError(f"the cost {dict(cost.weights)} measures toward a goal, but {cfg.env.id} is not "
@@ -100,6 +113,7 @@ def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device
     if model.value is not None:
         cost.value = model.cost_to_go
     cost.task = model.task
+    cost.readout = model.readout
     if model.policy is not None:  # the mode-1 policy proposes candidates and each episode's first plan
         plan.proposal = policy_proposal(model, plan.horizon, generator=plan.generator)
     if cfg.hierarchy is not None:  # subgoals over a landmark graph; flat until build_landmarks is called

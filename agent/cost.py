@@ -54,6 +54,23 @@ TASK_TERM, CRITIC_TERM = "task", "critic"
 PRIOR_TERM = "policy_prior"
 TERM_NAMES = (*COST_TERMS, PENALTY_TERM, VALUE_TERM, TASK_TERM, CRITIC_TERM, PRIOR_TERM)
 GOAL_TERMS = (*COST_TERMS.keys() - {"action"}, VALUE_TERM)  # the terms that measure toward a goal
+# "goal:<measurement>", e.g. "goal:block_xy": mean over the plan's steps of the L2 distance between the
+# world model's readout of that measurement and its readout at the goal latent, in the measurement's own
+# units. The latent distance weighs what the encoder learned to tell apart, not what the task's
+# tolerance counts (Push: 0.2 rad of block angle moves the latent as far as 10 cm of block position);
+# this term lets a launch file say which measured quantity must reach the goal (see CostModule.readout).
+READOUT_PREFIX = "goal:"
+
+
+def unknown_terms(names: object) -> list[str]:
+    """The names among ``names`` that are no cost term (a ``goal:<key>`` term needs a non-empty key)."""
+    return sorted(n for n in names if n not in TERM_NAMES
+                  and not (isinstance(n, str) and n.startswith(READOUT_PREFIX) and len(n) > len(READOUT_PREFIX)))
+
+
+def readout_keys(names: object) -> list[str]:
+    """The measurements that the ``goal:<key>`` terms among ``names`` read."""
+    return [n[len(READOUT_PREFIX):] for n in names if isinstance(n, str) and n.startswith(READOUT_PREFIX)]
 
 
 class CostModule:
@@ -62,9 +79,10 @@ class CostModule:
     def __init__(self, weights: dict[str, float]) -> None:
         if not isinstance(weights, dict) or not weights:
             raise ValueError(f"cost weights must be a non-empty mapping of term -> weight, got {weights!r}")
-        unknown = sorted(set(weights) - set(TERM_NAMES))
+        unknown = unknown_terms(weights)
         if unknown:
-            raise ValueError(f"unknown cost term(s) {unknown}; valid terms: {sorted(TERM_NAMES)}")
+            raise ValueError(f"unknown cost term(s) {unknown}; valid terms: {sorted(TERM_NAMES)} and "
+                             f"'{READOUT_PREFIX}<measurement>'")
         clean: dict[str, float] = {}
         for name, w in weights.items():
             if isinstance(w, bool) or not isinstance(w, (int, float)) or w != w or w < 0:
@@ -80,6 +98,8 @@ class CostModule:
         # (z [N, D], z_goal [D]) -> steps [N], e.g. JEPAWorldModel.cost_to_go; the cost_to_go term scores
         # the last predicted latent with it (the critic's value beyond the planning horizon)
         self.value: Callable[[Tensor, Tensor], Tensor] | None = None
+        # (z [..., D], keys) -> {key: [..., k]}, e.g. JEPAWorldModel.readout; the goal:<key> terms read it
+        self.readout: Callable[[Tensor, tuple[str, ...]], dict[str, Tensor]] | None = None
         # reward tasks: world_models.task.TaskHeads (reward head + critic), for the task/critic terms
         self.task: Any = None
         # the latent the plan starts from [D] (set by the actor before each plan; the policy_prior term
@@ -89,7 +109,7 @@ class CostModule:
     @property
     def needs_goal(self) -> bool:
         """Whether an active term measures toward a goal latent (goal tasks) or none does (reward tasks)."""
-        return any(name in GOAL_TERMS for name in self.active)
+        return any(name in GOAL_TERMS or name.startswith(READOUT_PREFIX) for name in self.active)
 
     def set_goal(self, z_goal: Tensor) -> None:
         """Set the goal latent ``[D]`` (a ``[1, D]`` tensor is accepted and squeezed)."""
@@ -120,6 +140,8 @@ class CostModule:
         if PRIOR_TERM in self.active and (self.task is None or self.z_start is None):
             raise RuntimeError(f"cost term {PRIOR_TERM!r} needs the world model's mode-1 policy and the plan's "
                                f"start latent (CostModule.z_start)")
+        if readout_keys(self.active) and self.readout is None:
+            raise RuntimeError(f"cost terms {readout_keys(self.active)} need the world model's readouts")
         if VALUE_TERM in self.active and self.value is None:
             raise RuntimeError(f"cost term {VALUE_TERM!r} needs a world model with a value head (value_hidden > 0)")
         terms = {}
@@ -137,6 +159,10 @@ class CostModule:
                 start = self.z_start.to(device=z.device, dtype=z.dtype).expand(z.shape[0], 1, -1)
                 before = torch.cat([start, z[:, :-1]], dim=1)  # the latent each action is taken in
                 terms[name] = (actions - self.task.policy(before).to(z.dtype)).pow(2).mean(dim=(-2, -1))
+            elif name.startswith(READOUT_PREFIX):
+                key = (name[len(READOUT_PREFIX):],)
+                pred, goal = self.readout(z, key)[key[0]], self.readout(z_goal, key)[key[0]]
+                terms[name] = torch.linalg.vector_norm(pred - goal.to(z.dtype), dim=-1).mean(dim=-1).to(z.dtype)
             else:
                 terms[name] = COST_TERMS[name](z, actions, z_goal)
         total = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from agent.cost import TERM_NAMES
+from agent.cost import READOUT_PREFIX, TERM_NAMES, unknown_terms
 from agent.guardrails import make_guardrail
 from planners.hierarchical import HierarchyConfig
 
@@ -251,9 +251,10 @@ def _check_ranges(obj: Any, path: tuple[str, ...], source: str) -> None:
             raise bad("name", "must be letters, digits, '_', '.', '-' (it names the run directory)")
         if not _DEVICE.match(obj.device):
             raise bad("device", "must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
-        unknown = sorted(set(obj.cost) - set(TERM_NAMES))
+        unknown = unknown_terms(obj.cost)
         if unknown:
-            raise ValueError(f"{source}: unknown cost term(s) {unknown} in 'cost' (valid: {sorted(TERM_NAMES)})")
+            raise ValueError(f"{source}: unknown cost term(s) {unknown} in 'cost' (valid: {sorted(TERM_NAMES)} "
+                             f"and '{READOUT_PREFIX}<measurement>')")
         if obj.guardrail_horizon is not None and obj.guardrail_horizon < 1:
             raise bad("guardrail_horizon", "must be an int >= 1 or null")
         if obj.training.explore_frontier > 0 and obj.hierarchy is None:

@@ -255,6 +255,16 @@ def test_learned_cost_to_go_trains_checkpoints_and_plans(tmp_path, trained_run, 
     assert "value_hidden" in capsys.readouterr().err
 
 
+def test_a_readout_goal_term_is_chosen_at_evaluation_time(trained_run, capsys):
+    """cost goal:<measurement> plans on the world model's readout of it; one it has no readout for is refused."""
+    capsys.readouterr()
+    assert main(["eval", str(trained_run), "cost={goal: 1.0, 'goal:agent_xy': 5.0}", "--episodes", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["episodes"] == 1
+    assert main(["eval", str(trained_run), "cost={goal: 1.0, 'goal:block_xy': 5.0}", "--episodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "['goal:block_xy']" in err and "no readout" in err and "agent_xy" in err
+
+
 def test_launch_evaluation_section_sets_how_the_trained_agent_plans(tmp_path):
     """`evaluation:` in a launch file: the agent trains flat and is evaluated (by the trainer, by
     `oda eval`) over a hierarchy; command-line overrides still come last."""

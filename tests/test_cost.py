@@ -104,3 +104,23 @@ def test_policy_prior_term_measures_each_action_against_the_policy_at_its_latent
     latents, own = heads.policy.imagine(cost.z_start[None], lambda zz, a: zz + a.sum(-1, keepdim=True), 3)
     _, own_terms = cost(latents, own)
     assert own_terms["policy_prior"].abs().max() < 1e-10
+
+
+def test_readout_goal_term_measures_a_measurement_against_its_readout_at_the_goal():
+    """goal:<key>: mean over the plan's steps of the distance between the readout and the goal's readout,
+    in the measurement's units, whatever the latent distance says."""
+    cost = CostModule({"goal:block_xy": 10.0})
+    assert cost.needs_goal
+    cost.set_goal(torch.tensor([1.0, 1.0, 5.0]))  # readout (1, 1)
+    z, actions = hand_built()[0].repeat(1, 1, 2)[..., :3], torch.zeros(2, 2, 1)  # [2, 2, 3]
+    with pytest.raises(RuntimeError, match=r"\['block_xy'\] need the world model's readouts"):
+        cost(z, actions)
+    cost.readout = lambda zz, keys: {k: zz[..., :2] for k in keys}  # reads the first two latent dims
+    total, terms = cost(z, actions)
+    # candidate 0: readouts (3, 4), (0, 1) -> distances from (1, 1): sqrt(13), 1; candidate 1: (0, 0), (6, 8)
+    expected = torch.tensor([(math.sqrt(13) + 1) / 2, (math.sqrt(2) + math.sqrt(74)) / 2])
+    torch.testing.assert_close(terms["goal:block_xy"], expected)
+    torch.testing.assert_close(total, 10.0 * expected)
+    for bad in ("goal:", "gaol:block_xy"):
+        with pytest.raises(ValueError, match="unknown cost term"):
+            CostModule({bad: 1.0})

@@ -71,6 +71,7 @@ def test_to_dict_from_dict_round_trip(tmp_path):
      r"'training.seed_policy' must be one of \('random', 'play'\)"),
     (VALID.replace("device: cpu", "device: tpu"), r"'device' must be 'auto'"),
     (VALID.replace("goal: 1.0,", "gaol: 1.0,"), r"unknown cost term\(s\) \['gaol'\]"),
+    (VALID.replace("goal: 1.0,", "'goal:': 1.0,"), r"unknown cost term\(s\) \['goal:'\].*'goal:<measurement>'"),
     (VALID.replace("name: pointmaze-open\n", ""), r"missing required key 'name'"),
     (VALID.replace("  id: oda/PointMaze-v0\n", ""), r"missing required key 'env.id'"),
     (VALID + "seed: 4\n", r"exp.yaml: malformed YAML at line 18.*duplicate key 'seed'"),
