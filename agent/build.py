@@ -20,7 +20,7 @@ from agent.cost import (
     TASK_TERM,
     VALUE_TERM,
     CostModule,
-    readout_keys,
+    readout_term_keys,
 )
 from agent.guardrails import GuardrailSet
 from agent.launch import LaunchConfig
@@ -101,7 +101,7 @@ def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device
     if {TASK_TERM, CRITIC_TERM, PRIOR_TERM} & {k for k, w in weights.items() if w > 0} and model.task is None:
         raise ValueError(f"cost terms {TASK_TERM!r}, {CRITIC_TERM!r} and {PRIOR_TERM!r} need a reward head, "
                          f"critic and policy: set world_model.reward_hidden > 0 when training")
-    missing = sorted(set(readout_keys(k for k, w in weights.items() if w > 0)) - set(model.readout_keys))
+    missing = sorted(set(readout_term_keys(k for k, w in weights.items() if w > 0)) - set(model.readout_keys))
     if missing:
         raise ValueError(f"cost terms {[READOUT_PREFIX + k for k in missing]} read measurements the world model has "
                          f"no readout for (it reads out {sorted(model.readout_keys)})")

@@ -68,7 +68,7 @@ def unknown_terms(names: object) -> list[str]:
                   and not (isinstance(n, str) and n.startswith(READOUT_PREFIX) and len(n) > len(READOUT_PREFIX)))
 
 
-def readout_keys(names: object) -> list[str]:
+def readout_term_keys(names: object) -> list[str]:
     """The measurements that the ``goal:<key>`` terms among ``names`` read."""
     return [n[len(READOUT_PREFIX):] for n in names if isinstance(n, str) and n.startswith(READOUT_PREFIX)]
 
@@ -140,8 +140,8 @@ class CostModule:
         if PRIOR_TERM in self.active and (self.task is None or self.z_start is None):
             raise RuntimeError(f"cost term {PRIOR_TERM!r} needs the world model's mode-1 policy and the plan's "
                                f"start latent (CostModule.z_start)")
-        if readout_keys(self.active) and self.readout is None:
-            raise RuntimeError(f"cost terms {readout_keys(self.active)} need the world model's readouts")
+        if readout_term_keys(self.active) and self.readout is None:
+            raise RuntimeError(f"cost terms {readout_term_keys(self.active)} need the world model's readouts")
         if VALUE_TERM in self.active and self.value is None:
             raise RuntimeError(f"cost term {VALUE_TERM!r} needs a world model with a value head (value_hidden > 0)")
         terms = {}
