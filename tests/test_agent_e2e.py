@@ -37,10 +37,15 @@ def test_train_writes_checkpoints_tensorboard_and_eval_log(trained_run):
     assert list((trained_run / "tb").glob("events.out.tfevents.*"))
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    tags = EventAccumulator(str(trained_run / "tb")).Reload().Tags()["scalars"]
-    for tag in ("latent/effective_rank", "latent/std_min", "loss/pred", "loss/smooth", "loss/idm", "eval/success_rate",
+    events = EventAccumulator(str(trained_run / "tb")).Reload()
+    tags = events.Tags()["scalars"]
+    for tag in ("train/episode_success", "train/episode_touched", "latent/effective_rank", "latent/std_min",
+                "loss/pred", "loss/smooth", "loss/idm", "eval/success_rate",
                 "time/plan_ms_per_step", "time/update_ms_per_step"):
         assert tag in tags, tag
+    # training success means what evaluation's does: at the goal when the episode ends, never more than touched
+    success, touched = ([e.value for e in events.Scalars(f"train/episode_{k}")] for k in ("success", "touched"))
+    assert len(success) == len(touched) > 0 and all(s <= t for s, t in zip(success, touched, strict=True))
     evals = [json.loads(line) for line in (trained_run / "eval.jsonl").read_text().splitlines()]
     assert evals[-1]["step"] == 240 and evals[-1]["episodes"] == 1
 
