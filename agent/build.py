@@ -127,11 +127,6 @@ def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device
                     least_violation=cfg.guardrail_fallback == "least_violation")
 
 
-# Experience edges need whole episodes: the landmarks of such a hierarchy are drawn from this many
-# visited observations at most (whole episodes at random), encoded once per graph.
-EXPERIENCE_STEPS = 20_000
-
-
 @torch.no_grad()
 def build_landmarks(actor: MPCActor, observations: np.ndarray | torch.Tensor, episodes: np.ndarray | None = None,
                     limit: int = 5000, seed: int = 0) -> int:
@@ -152,11 +147,12 @@ def build_landmarks(actor: MPCActor, observations: np.ndarray | torch.Tensor, ep
 def landmarks_from_replay(actor: MPCActor, replay: EpisodeReplay, seed: int = 0, limit: int | None = 5000) -> int:
     """``build_landmarks`` from a replay: ``limit`` of its observations at random (all with None); or,
     for experience edges, whole episodes in time order with the episode of each observation
-    (``EpisodeReplay.episode_observations``, ``EXPERIENCE_STEPS`` at most). A flat actor: 0, nothing read."""
+    (``EpisodeReplay.episode_observations``, ``hierarchy.experience_steps`` at most). A flat actor: 0,
+    nothing read."""
     planner = actor.planner
     if not isinstance(planner, HierarchicalPlanner):
         return 0
     if planner.config.edges == "experience":
-        observations, episodes = replay.episode_observations(EXPERIENCE_STEPS, seed)
+        observations, episodes = replay.episode_observations(planner.config.experience_steps, seed)
         return build_landmarks(actor, observations, episodes, seed=seed)
     return build_landmarks(actor, replay.observations(limit, seed=seed), seed=seed)

@@ -331,6 +331,13 @@ def test_hierarchical_agent_trains_and_evaluates_through_the_cli(tmp_path, capsy
     report = audit(str(next(run.glob("step_*"))), [experience])
     assert report["edges_kind"] == "experience" and report["landmarks"] == 16 and report["edges"] > 0
     assert report["wormholes"] == 0  # an open room has no wall to jump through
+    # the landmarks are read from at most experience_steps visited observations: one 40-step episode (41)
+    few = "hierarchy={landmarks: 64, max_edge: 20.0, reach: 20.0, edges: experience, experience_steps: 41}"
+    assert audit(str(next(run.glob("step_*"))), [few])["landmarks"] == 41
+    assert audit(str(next(run.glob("step_*"))), [few.replace("41}", "200}")])["landmarks"] == 64
+    capsys.readouterr()
+    assert main(["eval", str(run), few.replace("41}", "0}"), "--episodes", "1"]) != 0
+    assert "experience_steps must be an int >= 1" in capsys.readouterr().err
 
     cfg, model = load_agent(next(run.glob("step_*")), torch.device("cpu"))
     env = make_env(cfg)
