@@ -50,7 +50,7 @@ class HierarchyConfig:
     # belongs to a landmark within `reach` steps of it both ways): see planners.landmarks
     edges: str = "learned"
     reversible: bool = False    # experience edges also join in reverse (motions that can be undone)
-    # experience edges: how many visited steps (whole episodes drawn at random) the landmarks and
+    # experience edges: how many visited observations (whole episodes at random) the landmarks and
     # edges are read from; a 40k-step 4x4 replay read at 20k left landmarks on 83 of its 124 cells
     experience_steps: int = 20_000
 
