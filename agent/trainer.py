@@ -186,8 +186,7 @@ class Trainer:
                                                          device=self.device))
         self.episode += 1
         writer.add_scalar("train/episode_return", total, self.step)
-        # as in evaluation: success is at the goal when the episode ends, touched at any step (a logged
-        # success that counted touching read 14 of 15 on a pixel agent that evaluation put at 66%)
+        # as in evaluation (agent.evaluate): success is at the goal when the episode ends, touched at any step
         success = bool(info.get("success", False))
         writer.add_scalar("train/episode_success", float(success), self.step)
         writer.add_scalar("train/episode_touched", float(touched), self.step)
