@@ -89,6 +89,9 @@ class TrainingSection:
     # With a hierarchy: the share of training episodes that head for the least visited landmark
     # instead of the task's goal (exploration toward what the agent has barely seen).
     explore_frontier: float = 0.0
+    # Go, then explore: sticky random steps taken on reaching each least visited landmark, before
+    # heading for the next one from where they end (0: straight to the next one).
+    explore_steps: int = 0
     # What fills the replay before the first update: "random" (sticky random actions) or "play" (the
     # task's scripted goal-blind play policy, e.g. Push's pusher walking round its block and pushing it
     # about: random actions move the block in 4% of steps, play in half of them).
@@ -236,7 +239,8 @@ def _check_ranges(obj: Any, path: tuple[str, ...], source: str) -> None:
         raise bad("name", "must be a non-empty planner name")
     elif isinstance(obj, TrainingSection):
         minimum = {"steps": 1, "seed_steps": 0, "batch_size": 1, "updates_per_step": 0, "eval_every": 0,
-                   "eval_episodes": 0, "checkpoint_every": 0, "exploration_noise": 0.0, "replan_every": 1}
+                   "eval_episodes": 0, "checkpoint_every": 0, "exploration_noise": 0.0, "replan_every": 1,
+                   "explore_steps": 0}
         for key, low in minimum.items():
             if getattr(obj, key) < low:
                 raise bad(key, f"must be >= {low}")

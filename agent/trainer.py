@@ -139,13 +139,14 @@ class Trainer:
         # Training episodes are seeded below EVAL_SEED_BASE, evaluation episodes at or above it.
         obs, info = self.env.reset(seed=(self.cfg.seed * 100_003 + self.episode) % EVAL_SEED_BASE)
         frontiers = None  # an exploring episode: how many least-visited landmarks it has reached
+        wander = 0  # random steps left after reaching one (training.explore_steps)
         if not seeding:
             self.actor.reset(episode_goal(self.env, self.actor))
             # a hierarchy routes over landmarks drawn from the replay (0 for a flat planner)
             landmarks = landmarks_from_replay(self.actor, self.replay, seed=self.episode)
             if landmarks and self.rng.random() < t.explore_frontier:  # explore: head for the least visited
                 frontiers = 0
-                self.actor.cost.set_goal(self.actor.planner.frontier())
+                self.actor.cost.set_goal(self.actor.planner.frontier(z=self._latent(obs)))
         observations, actions, rewards = [obs], [], []
         timed_from = len(self.step_ms)  # this episode's steps, for its time/* scalars
         measurements = {k: [v] for k, v in info.get("measurements", {}).items()}
@@ -155,10 +156,15 @@ class Trainer:
             t0 = time.perf_counter()
             if seeding:
                 action = self._seed_action()
+            elif wander > 0:  # go, then explore: random steps from the frontier reached
+                action, wander = self.explore(), wander - 1
+                if wander == 0:
+                    self.actor.cost.set_goal(self.actor.planner.frontier(skip=frontiers, z=self._latent(obs)))
             else:
                 if frontiers is not None and len(actions) % self.actor.planner.config.replan_every == 0:
-                    frontiers = self._next_frontier(obs, frontiers)
-                action = self.actor.act(obs)
+                    reached, frontiers = frontiers, self._next_frontier(obs, frontiers, defer=t.explore_steps > 0)
+                    wander = t.explore_steps if frontiers > reached else 0
+                action = self.explore() if wander else self.actor.act(obs)
                 noise = t.exploration_noise * self.rng.standard_normal(self.action_dim)
                 action = np.clip(action + noise, -1.0, 1.0).astype(np.float32)
             t1 = time.perf_counter()
@@ -207,14 +213,19 @@ class Trainer:
         return action
 
     @torch.no_grad()
-    def _next_frontier(self, obs: Any, reached: int) -> int:
+    def _latent(self, obs: Any) -> torch.Tensor:
+        return self.model.encode(torch.as_tensor(np.asarray(obs)[None], dtype=torch.float32, device=self.device))[0]
+
+    def _next_frontier(self, obs: Any, reached: int, defer: bool = False) -> int:
         """In an exploring episode, once the agent is within reach of its landmark, head for the next
-        least visited one (an episode of a large maze is long enough for several)."""
+        least visited one the graph can route to (an episode of a large maze is long enough for
+        several); with ``defer``, the caller picks it after its random steps, from where they end."""
         planner = self.actor.planner
-        z = self.model.encode(torch.as_tensor(np.asarray(obs)[None], dtype=torch.float32, device=self.device))[0]
+        z = self._latent(obs)
         if not planner.reached(z, self.actor.cost.z_goal):
             return reached
-        self.actor.cost.set_goal(planner.frontier(skip=reached + 1))
+        if not defer:
+            self.actor.cost.set_goal(planner.frontier(skip=reached + 1, z=z))
         return reached + 1
 
     def timing_summary(self) -> dict[str, float]:

@@ -169,6 +169,16 @@ class LandmarkGraph:
             return [], direct
         return self.path(best // n, best % n), via
 
+    @torch.no_grad()
+    def reachable(self, z: Tensor) -> Tensor:
+        """Which landmarks [N] (bool) a route from latent z [D] can reach: those joined to the landmarks
+        z is near (as ``route`` joins z to the graph) by a chain of edges. All of them when z is near
+        none: then nothing is known to be out of reach."""
+        near = torch.isfinite(self._ends(self.steps(z.expand(len(self), -1), self.nodes).float()))
+        if not bool(near.any()):
+            return torch.ones_like(near)
+        return near | torch.isfinite(self.dist[near]).any(0)
+
     def _ends(self, steps: Tensor) -> Tensor:
         """Learned steps between a latent and every landmark -> the edges joining it to the graph."""
         reach = self.max_edge

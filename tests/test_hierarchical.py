@@ -259,6 +259,14 @@ def test_route_goes_straight_when_the_goal_is_near_and_constraints_prune_landmar
     # once it is reached, the next least visited: another landmark, not the crowded start
     assert not torch.equal(high.frontier(skip=1), high.frontier()) and float(high.frontier(skip=1)[0]) > 0.1
     assert float(high.frontier(skip=10_000)[0]) <= 0.1  # past the end: the most visited
+    # two parts no edge joins (0.3 -> 0.7 is 5.7 steps > max_edge): from the crowded part, its own
+    # least visited landmark, not the other part's (a straight line through a wall, in a maze)
+    parts = torch.cat([line[line[:, 0] < 0.35], line[line[:, 0] > 0.65], torch.zeros(50, 2) + 0.05 * torch.rand(50, 2)])
+    high.build_graph(parts)
+    assert float(high.frontier()[0]) > 0.65
+    assert not bool(high.graph.reachable(torch.tensor([0.0, 0.0]))[high.graph.nodes[:, 0] > 0.65].any())
+    assert 0.1 < float(high.frontier(z=torch.tensor([0.0, 0.0]))[0]) < 0.35
+    assert float(high.frontier(z=torch.tensor([0.9, 0.9]))[0]) > 0.65
     assert high.reached(torch.tensor([0.5, 0.5]), torch.tensor([0.6, 0.6]))  # 1.4 steps <= reach 2
     assert not high.reached(torch.tensor([0.0, 0.0]), torch.tensor([0.6, 0.6]))
     with pytest.raises(ValueError, match="every landmark violates"):
@@ -316,7 +324,8 @@ def test_hierarchical_agent_trains_and_evaluates_through_the_cli(tmp_path, capsy
             "planner.params.elites=8", "planner.params.horizon=4", "planner.params.iterations=2"]
     hierarchy = "hierarchy={landmarks: 16, max_edge: 8.0, reach: 1.0, replan_every: 4}"
     run = tmp_path / "run"
-    assert main(["train", str(launch), *tiny, hierarchy, "training.explore_frontier=0.5", f"run_dir={run}",
+    assert main(["train", str(launch), *tiny, hierarchy, "training.explore_frontier=0.5", "training.explore_steps=5",
+                 f"run_dir={run}",
                  "--quiet"]) == 0
     tags = EventAccumulator(str(run / "tb")).Reload().Tags()["scalars"]
     assert "coarse/loss" in tags and "coarse/loss_rel" in tags
