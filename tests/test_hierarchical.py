@@ -19,8 +19,10 @@ from agent.build import build_landmarks, make_actor, make_env
 from agent.cli import main
 from agent.cost import CostModule
 from agent.graph_audit import audit
+from agent.launch import load_launch
 from agent.record import subgoal_markers
 from agent.snapshot import load_agent, load_replay
+from agent.trainer import StickyRandomActions, Trainer
 from planners import make_planner
 from planners.hierarchical import HierarchicalPlanner, HierarchyConfig
 from planners.landmarks import LandmarkGraph, experience_weights, farthest_point_sample, shortest_paths
@@ -391,3 +393,36 @@ def test_a_third_level_nests_and_reads_the_subgoal_above_as_its_goal():
     assert float(plan.info["subgoal"][0]) <= 0.2 + 1e-6  # the middle level's finer step toward it
     assert [float(g[0]) for g in plan.info["subgoals"]] == [float(top_subgoal[0]), float(plan.info["subgoal"][0])]
     assert torch.equal(middle._goal, top_subgoal)
+
+
+@pytest.mark.parametrize("explore_steps", [0, 6])
+def test_frontier_episodes_go_then_explore(tmp_path, monkeypatch, explore_steps):
+    """Exploring training episodes head for the least visited landmark the graph can route to from
+    where the agent is, and with ``explore_steps`` take that many random steps on reaching each one
+    (a reach this wide counts every landmark as reached at once)."""
+    launch = Path(__file__).parent.parent / "launch" / "demo.yaml"
+    cfg = load_launch(launch, [
+        "training.steps=160", "training.seed_steps=80", "training.batch_size=16", "training.eval_every=0",
+        "training.checkpoint_every=0", "training.episode_steps=40", "world_model.latent_dim=8",
+        "world_model.hidden_dim=32", "world_model.train_horizon=3", "world_model.value_hidden=32",
+        "planner.params.samples=16", "planner.params.elites=4", "planner.params.horizon=3",
+        "planner.params.iterations=1", "hierarchy={landmarks: 8, max_edge: 8.0, reach: 1000.0, replan_every: 4}",
+        "training.explore_frontier=1.0", f"training.explore_steps={explore_steps}", f"run_dir={tmp_path}"])
+    trainer = Trainer(cfg, progress=False)
+    random_steps, frontier_calls = [0], []
+    sticky, frontier = StickyRandomActions.__call__, trainer.actor.planner.frontier
+
+    def counted(self):
+        random_steps[0] += 1
+        return sticky(self)
+
+    def recorded(skip=0, z=None):
+        frontier_calls.append(z)
+        return frontier(skip=skip, z=z)
+
+    monkeypatch.setattr(StickyRandomActions, "__call__", counted)
+    trainer.actor.planner.frontier = recorded
+    trainer.train()
+    assert len(frontier_calls) >= 2 and all(z is not None for z in frontier_calls)
+    wandered = random_steps[0] - 80  # the 80 seed steps are random too
+    assert wandered == 0 if explore_steps == 0 else wandered >= 2 * explore_steps
