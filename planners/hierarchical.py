@@ -27,6 +27,7 @@ the one above): it reads the subgoal it is given as its goal. ``Plan.info`` carr
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,7 @@ import torch
 from torch import Tensor
 
 from planners.base import Constraint, Dynamics, Plan, check_float, check_int
-from planners.landmarks import LandmarkGraph, StepsFn, experience_weights, farthest_point_sample
+from planners.landmarks import LandmarkGraph, StepsFn, experience_weights, farthest_point_sample, slow_features
 
 EDGE_KINDS = ("learned", "experience")
 
@@ -53,6 +54,10 @@ class HierarchyConfig:
     # experience edges: how many visited observations (whole episodes at random) the landmarks and
     # edges are read from; a 40k-step 4x4 replay read at 20k left landmarks on 83 of its 124 cells
     experience_steps: int = 20_000
+    # > 0: landmarks are spread, counted (frontier) and matched to visits in the place_dims slowest
+    # directions of the visited latents (where the agent is, not how fast it moves: slow_features);
+    # 0: in the whole latent. Needs the visits in time order: experience edges.
+    place_dims: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -67,6 +72,14 @@ class HierarchyConfig:
         check_float("reach", self.reach, 0.0)
         check_int("replan_every", self.replan_every, 1)
         check_int("experience_steps", self.experience_steps, 1)
+        check_int("place_dims", self.place_dims, 0)
+        if self.place_dims and self.edges != "experience":
+            raise ValueError("place_dims reads the slow directions off the agent's steps in time order: "
+                             "it needs edges: experience")
+
+
+def _identity(z: Tensor) -> Tensor:
+    return z
 
 
 class HierarchicalPlanner:
@@ -77,6 +90,7 @@ class HierarchicalPlanner:
         self.low, self.config, self.steps, self.coarse = low, config, steps, coarse
         self.graph: LandmarkGraph | None = None
         self.visited: Tensor | None = None   # the latents the graph was built from
+        self.key: Callable[[Tensor], Tensor] = _identity  # what landmarks are spread and matched in
         self.generator = torch.Generator(device="cpu")
         self.generator.manual_seed(0 if seed is None else seed)
         self.route: list[Tensor] = []        # subgoal latents still to visit, next first
@@ -127,7 +141,12 @@ class HierarchicalPlanner:
         none spans a visited latent the constraint rules out."""
         cfg = self.config
         latents = latents.to(self.device, torch.float32)
-        nodes = latents[farthest_point_sample(latents, cfg.landmarks, self.generator)]
+        self.key = _identity
+        if cfg.place_dims:
+            if episodes is None:
+                raise ValueError("hierarchy place_dims needs the latents in time order and their episode ids")
+            self.key = slow_features(latents, torch.as_tensor(episodes, device=latents.device), cfg.place_dims)
+        nodes = latents[farthest_point_sample(self.key(latents), cfg.landmarks, self.generator)]
         if constraint is not None:
             nodes = nodes[~self._ruled_out(nodes, constraint)]
             if nodes.shape[0] == 0:
@@ -139,7 +158,7 @@ class HierarchicalPlanner:
                                  "build_graph needs the latents in time order and their episode ids")
             blocked = None if constraint is None else self._ruled_out(latents, constraint)
             weights = experience_weights(nodes, latents, torch.as_tensor(episodes), self.steps, cfg.max_edge,
-                                         cfg.reach, cfg.reversible, blocked=blocked)
+                                         cfg.reach, cfg.reversible, blocked=blocked, key=self.key)
         self.graph = LandmarkGraph(nodes, self.steps, cfg.max_edge, weights=weights,
                                    trusted=cfg.reach if weights is not None else None)
         self.visited = latents
@@ -155,7 +174,7 @@ class HierarchicalPlanner:
 
     @torch.no_grad()
     def frontier(self, skip: int = 0, z: Tensor | None = None) -> Tensor:
-        """The least visited landmark: the one nearest (in latent L2) to the fewest of the latents
+        """The least visited landmark: the one nearest (in latent L2, or in place_dims) to the fewest of the latents
         the graph was built from. Heading there is how the agent explores what it has barely seen.
         ``skip=k`` gives the k-th least visited instead (the next one once the first is reached).
         With ``z`` [D], the current latent: only landmarks the graph can route to from z. A landmark
@@ -163,7 +182,7 @@ class HierarchicalPlanner:
         (on a 4x4-rooms agent the graph fell into 5 such parts at 10k steps, each a few rooms)."""
         if self.graph is None:
             raise RuntimeError("frontier needs a landmark graph: call build_graph first")
-        nearest = torch.cdist(self.visited, self.graph.nodes).argmin(1)
+        nearest = torch.cdist(self.key(self.visited), self.key(self.graph.nodes)).argmin(1)
         counts = torch.bincount(nearest, minlength=len(self.graph))
         order = torch.argsort(counts, stable=True)
         if z is not None:

@@ -25,7 +25,13 @@ from agent.snapshot import load_agent, load_replay
 from agent.trainer import StickyRandomActions, Trainer
 from planners import make_planner
 from planners.hierarchical import HierarchicalPlanner, HierarchyConfig
-from planners.landmarks import LandmarkGraph, experience_weights, farthest_point_sample, shortest_paths
+from planners.landmarks import (
+    LandmarkGraph,
+    experience_weights,
+    farthest_point_sample,
+    shortest_paths,
+    slow_features,
+)
 from world_models.coarse import CoarseModel, sample_coarse_windows
 from world_models.encoders import normalize_latent
 
@@ -426,3 +432,39 @@ def test_frontier_episodes_go_then_explore(tmp_path, monkeypatch, explore_steps)
     assert len(frontier_calls) >= 2 and all(z is not None for z in frontier_calls)
     wandered = random_steps[0] - 80  # the 80 seed steps are random too
     assert wandered == 0 if explore_steps == 0 else wandered >= 2 * explore_steps
+
+
+def test_slow_features_find_the_place_not_the_speed():
+    """Latents that mix a slowly drifting position with a fast changing velocity (by a random rotation):
+    the two slowest directions read the position back and nothing of the velocity; landmarks spread in
+    them (place_dims) cover the places, where spread in the whole latent they chase the speed."""
+    gen = torch.Generator().manual_seed(0)
+    steps, episodes = 4000, 4
+    vel = torch.randn(steps, 2, generator=gen) * 10.0                      # fast: redrawn every step
+    pos = torch.cumsum(torch.randn(steps, 2, generator=gen) * 0.05, 0)       # slow: a random walk
+    ids = torch.arange(steps) // (steps // episodes)
+    mix = torch.linalg.qr(torch.randn(4, 4, generator=gen))[0]
+    latents = torch.cat([pos, vel], 1) @ mix
+
+    def r2(features, target):
+        x = torch.cat([features, torch.ones(len(features), 1)], 1).double()
+        fit = x @ torch.linalg.lstsq(x, target.double()).solution
+        return 1 - ((fit - target) ** 2).sum(0) / ((target - target.mean(0)) ** 2).sum(0)
+
+    key = slow_features(latents, ids, 2)
+    assert key(latents).shape == (steps, 2) and key(latents[0]).shape == (2,)
+    assert bool((r2(key(latents), pos) > 0.95).all()) and bool((r2(key(latents), vel) < 0.05).all())
+    with pytest.raises(ValueError, match="count must be in"):
+        slow_features(latents, ids, 5)
+    steps_fn = lambda z, g: (z - g.expand_as(z)).norm(dim=-1)  # noqa: E731
+    spread = {}
+    for dims in (0, 2):
+        high = HierarchicalPlanner(make_planner("mppi", 2, horizon=3, samples=16, elites=4, iterations=1, seed=0),
+                                   HierarchyConfig(landmarks=32, max_edge=50.0, reach=50.0, edges="experience",
+                                                   place_dims=dims), steps_fn)
+        high.build_graph(latents, episodes=ids)
+        index = torch.cdist(high.graph.nodes, latents).argmin(1)
+        spread[dims] = float(torch.cdist(pos[index], pos).min(0).values.max())  # the farthest place from a landmark
+    assert spread[2] < 0.75 * spread[0]  # 0.56 vs 0.93 here
+    with pytest.raises(ValueError, match="place_dims .* needs edges: experience"):
+        HierarchyConfig(place_dims=2)
