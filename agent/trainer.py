@@ -156,15 +156,17 @@ class Trainer:
             t0 = time.perf_counter()
             if seeding:
                 action = self._seed_action()
-            elif wander > 0:  # go, then explore: random steps from the frontier reached
-                action, wander = self.explore(), wander - 1
-                if wander == 0:
-                    self.actor.cost.set_goal(self.actor.planner.frontier(skip=frontiers, z=self._latent(obs)))
             else:
-                if frontiers is not None and len(actions) % self.actor.planner.config.replan_every == 0:
+                if (not wander and frontiers is not None
+                        and len(actions) % self.actor.planner.config.replan_every == 0):
                     reached, frontiers = frontiers, self._next_frontier(obs, frontiers, defer=t.explore_steps > 0)
                     wander = t.explore_steps if frontiers > reached else 0
-                action = self.explore() if wander else self.actor.act(obs)
+                if wander:  # go, then explore: random steps from the frontier reached, then the next one
+                    action, wander = self.explore(), wander - 1
+                    if not wander:
+                        self.actor.cost.set_goal(self.actor.planner.frontier(skip=frontiers, z=self._latent(obs)))
+                else:
+                    action = self.actor.act(obs)
                 noise = t.exploration_noise * self.rng.standard_normal(self.action_dim)
                 action = np.clip(action + noise, -1.0, 1.0).astype(np.float32)
             t1 = time.perf_counter()
