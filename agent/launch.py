@@ -92,6 +92,11 @@ class TrainingSection:
     # Go, then explore: sticky random steps taken on reaching each least visited landmark, before
     # heading for the next one from where they end (0: straight to the next one).
     explore_steps: int = 0
+    # The share of those heads that go instead for a landmark the graph cannot route to, next to one
+    # it can (HierarchicalPlanner.bridge: toward a part of the maze no episode has joined to this one),
+    # given up after `explore_patience` steps.
+    explore_bridge: float = 0.0
+    explore_patience: int = 200
     # What fills the replay before the first update: "random" (sticky random actions) or "play" (the
     # task's scripted goal-blind play policy, e.g. Push's pusher walking round its block and pushing it
     # about: random actions move the block in 4% of steps, play in half of them).
@@ -240,7 +245,7 @@ def _check_ranges(obj: Any, path: tuple[str, ...], source: str) -> None:
     elif isinstance(obj, TrainingSection):
         minimum = {"steps": 1, "seed_steps": 0, "batch_size": 1, "updates_per_step": 0, "eval_every": 0,
                    "eval_episodes": 0, "checkpoint_every": 0, "exploration_noise": 0.0, "replan_every": 1,
-                   "explore_steps": 0}
+                   "explore_steps": 0, "explore_patience": 1}
         for key, low in minimum.items():
             if getattr(obj, key) < low:
                 raise bad(key, f"must be >= {low}")
@@ -248,6 +253,8 @@ def _check_ranges(obj: Any, path: tuple[str, ...], source: str) -> None:
             raise bad("episode_steps", "must be >= 1 or null")
         if not 0.0 <= obj.explore_frontier <= 1.0:
             raise bad("explore_frontier", "must be in [0, 1]")
+        if not 0.0 <= obj.explore_bridge <= 1.0:
+            raise bad("explore_bridge", "must be in [0, 1]")
         if obj.seed_policy not in SEED_POLICIES:
             raise bad("seed_policy", f"must be one of {SEED_POLICIES}")
     elif isinstance(obj, LaunchConfig):

@@ -139,14 +139,14 @@ class Trainer:
         # Training episodes are seeded below EVAL_SEED_BASE, evaluation episodes at or above it.
         obs, info = self.env.reset(seed=(self.cfg.seed * 100_003 + self.episode) % EVAL_SEED_BASE)
         frontiers = None  # an exploring episode: how many least-visited landmarks it has reached
-        wander = 0  # random steps left after reaching one (training.explore_steps)
+        wander = heading = 0  # random steps left after reaching one (training.explore_steps); steps toward it
         if not seeding:
             self.actor.reset(episode_goal(self.env, self.actor))
             # a hierarchy routes over landmarks drawn from the replay (0 for a flat planner)
             landmarks = landmarks_from_replay(self.actor, self.replay, seed=self.episode)
             if landmarks and self.rng.random() < t.explore_frontier:  # explore: head for the least visited
                 frontiers = 0
-                self.actor.cost.set_goal(self.actor.planner.frontier(z=self._latent(obs)))
+                self._head_for(obs, 0)
         observations, actions, rewards = [obs], [], []
         timed_from = len(self.step_ms)  # this episode's steps, for its time/* scalars
         measurements = {k: [v] for k, v in info.get("measurements", {}).items()}
@@ -159,14 +159,16 @@ class Trainer:
             else:
                 if (not wander and frontiers is not None
                         and len(actions) % self.actor.planner.config.replan_every == 0):
-                    reached, frontiers = frontiers, self._next_frontier(obs, frontiers, defer=t.explore_steps > 0)
+                    reached, frontiers = frontiers, self._next_frontier(
+                        obs, frontiers, defer=t.explore_steps > 0, give_up=heading >= t.explore_patience)
                     wander = t.explore_steps if frontiers > reached else 0
+                    heading = 0 if frontiers > reached else heading
                 if wander:  # go, then explore: random steps from the frontier reached, then the next one
                     action, wander = self.explore(), wander - 1
                     if not wander:
-                        self.actor.cost.set_goal(self.actor.planner.frontier(skip=frontiers, z=self._latent(obs)))
+                        self._head_for(obs, frontiers)
                 else:
-                    action = self.actor.act(obs)
+                    action, heading = self.actor.act(obs), heading + 1
                 noise = t.exploration_noise * self.rng.standard_normal(self.action_dim)
                 action = np.clip(action + noise, -1.0, 1.0).astype(np.float32)
             t1 = time.perf_counter()
@@ -218,16 +220,22 @@ class Trainer:
     def _latent(self, obs: Any) -> torch.Tensor:
         return self.model.encode(torch.as_tensor(np.asarray(obs)[None], dtype=torch.float32, device=self.device))[0]
 
-    def _next_frontier(self, obs: Any, reached: int, defer: bool = False) -> int:
-        """In an exploring episode, once the agent is within reach of its landmark, head for the next
-        least visited one the graph can route to (an episode of a large maze is long enough for
-        several); with ``defer``, the caller picks it after its random steps, from where they end."""
-        planner = self.actor.planner
-        z = self._latent(obs)
-        if not planner.reached(z, self.actor.cost.z_goal):
+    def _head_for(self, obs: Any, skip: int) -> None:
+        """An exploring episode's next landmark: the ``skip``-th least visited one the graph can route
+        to from here, or (a share ``training.explore_bridge`` of the time) one it cannot, next to one
+        it can."""
+        planner, z = self.actor.planner, self._latent(obs)
+        target = planner.bridge(z) if self.rng.random() < self.cfg.training.explore_bridge else None
+        self.actor.cost.set_goal(planner.frontier(skip=skip, z=z) if target is None else target)
+
+    def _next_frontier(self, obs: Any, reached: int, defer: bool = False, give_up: bool = False) -> int:
+        """In an exploring episode, once the agent is within reach of its landmark (or gives it up),
+        head for the next one (an episode of a large maze is long enough for several); with
+        ``defer``, the caller picks it after its random steps, from where they end."""
+        if not give_up and not self.actor.planner.reached(self._latent(obs), self.actor.cost.z_goal):
             return reached
         if not defer:
-            self.actor.cost.set_goal(planner.frontier(skip=reached + 1, z=z))
+            self._head_for(obs, reached + 1)
         return reached + 1
 
     def timing_summary(self) -> dict[str, float]:

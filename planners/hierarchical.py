@@ -190,6 +190,24 @@ class HierarchicalPlanner:
         return self.graph.nodes[int(order[min(skip, len(order) - 1)])]
 
     @torch.no_grad()
+    def bridge(self, z: Tensor, choices: int = 4) -> Tensor | None:
+        """A landmark the graph cannot route to from latent z [D], next (in the key landmarks are
+        matched in: ``place_dims``) to one it can: one of the ``choices`` nearest such, at random.
+        None when every landmark is reachable. Episodes that head there press toward a part of the
+        maze no episode has joined to this one, and may find the door between them (random steps
+        cross a 4x4-rooms door about 1.4 times in 950 steps)."""
+        if self.graph is None:
+            raise RuntimeError("bridge needs a landmark graph: call build_graph first")
+        reach = self.graph.reachable(z.to(self.device, torch.float32))
+        if bool(reach.all()):
+            return None
+        keys = self.key(self.graph.nodes)
+        gap = torch.cdist(keys[~reach], keys[reach]).min(1).values
+        near = torch.argsort(gap)[:choices]
+        pick = near[int(torch.randint(len(near), (1,), generator=self.generator))]
+        return self.graph.nodes[~reach][pick]
+
+    @torch.no_grad()
     def reached(self, z: Tensor, target: Tensor) -> bool:
         """Whether the learned cost-to-go puts ``target`` within ``reach`` steps of ``z`` (both [D])."""
         z, target = z.to(self.device, torch.float32), target.to(self.device, torch.float32)

@@ -275,6 +275,11 @@ def test_route_goes_straight_when_the_goal_is_near_and_constraints_prune_landmar
     assert not bool(high.graph.reachable(torch.tensor([0.0, 0.0]))[high.graph.nodes[:, 0] > 0.65].any())
     assert 0.1 < float(high.frontier(z=torch.tensor([0.0, 0.0]))[0]) < 0.35
     assert float(high.frontier(z=torch.tensor([0.9, 0.9]))[0]) > 0.65
+    # a bridge: the unreachable landmark next to the reachable part (0.7 against 0.3), none when all are
+    assert float(high.bridge(torch.tensor([0.0, 0.0]), choices=1)[0]) == pytest.approx(0.7)
+    assert float(high.bridge(torch.tensor([1.0, 1.0]), choices=1)[0]) == pytest.approx(0.3)
+    high.build_graph(line)
+    assert high.bridge(torch.tensor([0.0, 0.0])) is None
     assert high.reached(torch.tensor([0.5, 0.5]), torch.tensor([0.6, 0.6]))  # 1.4 steps <= reach 2
     assert not high.reached(torch.tensor([0.0, 0.0]), torch.tensor([0.6, 0.6]))
     with pytest.raises(ValueError, match="every landmark violates"):
@@ -401,11 +406,12 @@ def test_a_third_level_nests_and_reads_the_subgoal_above_as_its_goal():
     assert torch.equal(middle._goal, top_subgoal)
 
 
-@pytest.mark.parametrize("explore_steps", [0, 6])
-def test_frontier_episodes_go_then_explore(tmp_path, monkeypatch, explore_steps):
+@pytest.mark.parametrize(("explore_steps", "bridge"), [(0, 0.0), (6, 0.0), (6, 1.0)])
+def test_frontier_episodes_go_then_explore(tmp_path, monkeypatch, explore_steps, bridge):
     """Exploring training episodes head for the least visited landmark the graph can route to from
     where the agent is, and with ``explore_steps`` take that many random steps on reaching each one
-    (a reach this wide counts every landmark as reached at once)."""
+    (a reach this wide counts every landmark as reached at once). With ``explore_bridge`` they look
+    for a landmark out of reach first (in an open room there is none: the frontier is used)."""
     launch = Path(__file__).parent.parent / "launch" / "demo.yaml"
     cfg = load_launch(launch, [
         "training.steps=160", "training.seed_steps=80", "training.batch_size=16", "training.eval_every=0",
@@ -413,7 +419,8 @@ def test_frontier_episodes_go_then_explore(tmp_path, monkeypatch, explore_steps)
         "world_model.hidden_dim=32", "world_model.train_horizon=3", "world_model.value_hidden=32",
         "planner.params.samples=16", "planner.params.elites=4", "planner.params.horizon=3",
         "planner.params.iterations=1", "hierarchy={landmarks: 8, max_edge: 8.0, reach: 1000.0, replan_every: 4}",
-        "training.explore_frontier=1.0", f"training.explore_steps={explore_steps}", f"run_dir={tmp_path}"])
+        "training.explore_frontier=1.0", f"training.explore_steps={explore_steps}",
+        f"training.explore_bridge={bridge}", f"run_dir={tmp_path}"])
     trainer = Trainer(cfg, progress=False)
     random_steps, frontier_calls = [0], []
     sticky, frontier = StickyRandomActions.__call__, trainer.actor.planner.frontier
@@ -427,9 +434,18 @@ def test_frontier_episodes_go_then_explore(tmp_path, monkeypatch, explore_steps)
         return frontier(skip=skip, z=z)
 
     monkeypatch.setattr(StickyRandomActions, "__call__", counted)
-    trainer.actor.planner.frontier = recorded
+    bridge_calls, bridge_of = [], trainer.actor.planner.bridge
+
+    def bridged(z):
+        target = bridge_of(z)
+        bridge_calls.append(target)
+        return target
+
+    trainer.actor.planner.frontier, trainer.actor.planner.bridge = recorded, bridged
     trainer.train()
-    assert len(frontier_calls) >= 2 and all(z is not None for z in frontier_calls)
+    assert all(z is not None for z in frontier_calls)
+    assert len(frontier_calls) + sum(t is not None for t in bridge_calls) >= 2  # one target per head
+    assert len(bridge_calls) >= 2 if bridge else not bridge_calls
     wandered = random_steps[0] - 80  # the 80 seed steps are random too
     assert wandered == 0 if explore_steps == 0 else wandered >= 2 * explore_steps
 
