@@ -174,8 +174,9 @@ class HierarchicalPlanner:
 
     @torch.no_grad()
     def frontier(self, skip: int = 0, z: Tensor | None = None) -> Tensor:
-        """The least visited landmark: the one nearest (in latent L2, or in place_dims) to the fewest of the latents
-        the graph was built from. Heading there is how the agent explores what it has barely seen.
+        """The least visited landmark: the one nearest (in latent L2, or in the place_dims key) to the
+        fewest of the latents the graph was built from. Heading there is how the agent explores what
+        it has barely seen.
         ``skip=k`` gives the k-th least visited instead (the next one once the first is reached).
         With ``z`` [D], the current latent: only landmarks the graph can route to from z. A landmark
         in a part of the maze no episode joined to this one is a straight line through walls away

@@ -73,7 +73,7 @@ def slow_features(latents: Tensor, episodes: Tensor, count: int, eps: float = 1e
 
     Why: a latent holds where the agent is and how fast it moves. Spread, counted and matched in
     the whole latent, landmarks are places at speeds: on a 4x4-rooms agent their median speed was
-    1.3 against 0.2 for the visits, so the least visited landmark was a speed, not a place. Where
+    1.3 against 0.2 for the visits, so "least visited" counted speeds as much as places. Where
     the agent is changes slowly and its speed quickly, so the slowest features are the place,
     learned from the agent's own steps, with no position given."""
     d = latents.shape[-1]
