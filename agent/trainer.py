@@ -158,11 +158,11 @@ class Trainer:
                 action = self._seed_action()
             else:
                 if (not wander and frontiers is not None
-                        and len(actions) % self.actor.planner.config.replan_every == 0):
-                    reached, frontiers = frontiers, self._next_frontier(
-                        obs, frontiers, defer=t.explore_steps > 0, give_up=heading >= t.explore_patience)
-                    wander = t.explore_steps if frontiers > reached else 0
-                    heading = 0 if frontiers > reached else heading
+                        and len(actions) % self.actor.planner.config.replan_every == 0
+                        and self._frontier_done(obs, heading)):
+                    frontiers, heading, wander = frontiers + 1, 0, t.explore_steps
+                    if not wander:
+                        self._head_for(obs, frontiers)
                 if wander:  # go, then explore: random steps from the frontier reached, then the next one
                     action, wander = self.explore(), wander - 1
                     if not wander:
@@ -228,15 +228,11 @@ class Trainer:
         target = planner.bridge(z) if self.rng.random() < self.cfg.training.explore_bridge else None
         self.actor.cost.set_goal(planner.frontier(skip=skip, z=z) if target is None else target)
 
-    def _next_frontier(self, obs: Any, reached: int, defer: bool = False, give_up: bool = False) -> int:
-        """In an exploring episode, once the agent is within reach of its landmark (or gives it up),
-        head for the next one (an episode of a large maze is long enough for several); with
-        ``defer``, the caller picks it after its random steps, from where they end."""
-        if not give_up and not self.actor.planner.reached(self._latent(obs), self.actor.cost.z_goal):
-            return reached
-        if not defer:
-            self._head_for(obs, reached + 1)
-        return reached + 1
+    def _frontier_done(self, obs: Any, heading: int) -> bool:
+        """Whether an exploring episode is done with its landmark: within reach of it, or given up after
+        ``training.explore_patience`` steps toward it (an episode of a large maze has time for several)."""
+        return (heading >= self.cfg.training.explore_patience
+                or self.actor.planner.reached(self._latent(obs), self.actor.cost.z_goal))
 
     def timing_summary(self) -> dict[str, float]:
         """Median / p95 milliseconds per training env step after seeding: plan (with exploration
