@@ -8,6 +8,11 @@ a *wormhole* when the maze's shortest path between the two landmarks' cells is m
 ``SLACK`` cells longer than the straight line between them: the edge claims a short trip that
 only a way through a wall would allow. Then the shortest routes between random landmark pairs
 are checked: how many use a wormhole, how many pairs the graph cannot join. Prints one JSON object.
+
+Where the graph falls apart, it says whether the experience did too: ``graph_parts`` are the
+landmark sets joined by routes, ``cell_groups`` the visited cells joined by the agent's episodes
+(one step from one cell into the next joins them). A graph read from experience cannot join what
+no episode joined: in 4x4 rooms the cell groups were groups of rooms some episode went between.
 """
 
 from __future__ import annotations
@@ -23,6 +28,34 @@ from agent.launch import eval_overrides
 from agent.snapshot import load_agent, load_replay
 
 SLACK = 2.5  # cells: a path around a wall corner is longer than the straight line, but not by this much
+
+
+def _parts(joined: np.ndarray) -> np.ndarray:
+    """Labels [N] of the parts of a graph given which nodes reach which ([N, N] bool, symmetric)."""
+    return joined.argmax(1)  # the first node each one reaches names its part
+
+
+def cell_groups(cells: np.ndarray, lengths: list[int]) -> dict[tuple[int, int], int]:
+    """The visited cells [M, 2] (episodes one after the other, ``lengths`` steps each) -> a group label
+    per cell: cells that consecutive steps of an episode went between share a group."""
+    parent: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def find(c: tuple[int, int]) -> tuple[int, int]:
+        while parent.setdefault(c, c) != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    start = 0
+    for n in lengths:
+        run = [tuple(int(v) for v in c) for c in cells[start:start + n]]
+        for a, b in zip(run[:-1], run[1:], strict=True):
+            parent[find(a)] = find(b)
+        find(run[0])
+        start += n
+    roots = {c: find(c) for c in list(parent)}
+    names = {r: i for i, r in enumerate(sorted(set(roots.values())))}
+    return {c: names[r] for c, r in roots.items()}
 
 
 def audit(checkpoint: str, overrides: list[str], pairs: int = 400, seed: int = 0) -> dict:
@@ -57,11 +90,21 @@ def audit(checkpoint: str, overrides: list[str], pairs: int = 400, seed: int = 0
         if path:
             joined += 1
             through += any(wormholes[a, b] for a, b in zip(path[:-1], path[1:], strict=False))
+    parts = _parts(np.isfinite(graph.dist.numpy()) & np.isfinite(graph.dist.numpy()).T | np.eye(n, dtype=bool))
+    largest = np.bincount(parts).argmax()
+    state = replay.state_dict()
+    visited = np.array([task.layout.xy_to_cell(p, task.cell_size) for p in state["meas/agent_xy"]])
+    groups = cell_groups(visited, [int(k) for k in state["episode_lengths"]])
+    group_sizes = np.bincount(list(groups.values()))
     return {"checkpoint": str(checkpoint), "edges_kind": actor.planner.config.edges, "landmarks": n,
             "edges": int(edges.sum()), "wormholes": int(wormholes.sum()),
             "wormhole_share": round(float(wormholes.sum() / max(edges.sum(), 1)), 4),
             "pairs": pairs, "pairs_joined": joined, "routes_through_a_wormhole": int(through),
-            "landmark_cells": len(set(cells)), "free_cells": len(task.layout.free_cells())}
+            "landmark_cells": len(set(cells)), "free_cells": len(task.layout.free_cells()),
+            "graph_parts": int(len(set(parts.tolist()))), "largest_part_landmarks": int((parts == largest).sum()),
+            "largest_part_cells": len({c for c, p in zip(cells, parts, strict=True) if p == largest}),
+            "visited_cells": len(groups), "cell_groups": len(group_sizes),
+            "largest_cell_group": int(group_sizes.max())}
 
 
 def main(argv: list[str] | None = None) -> int:

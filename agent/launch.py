@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from agent.cost import READOUT_PREFIX, TERM_NAMES, unknown_terms
+from agent.exploration import RANDOM_ACTIONS
 from agent.guardrails import make_guardrail
 from planners.hierarchical import HierarchyConfig
 
@@ -89,7 +90,7 @@ class TrainingSection:
     # With a hierarchy: the share of training episodes that head for the least visited landmark
     # instead of the task's goal (exploration toward what the agent has barely seen).
     explore_frontier: float = 0.0
-    # Go, then explore: sticky random steps taken on reaching each least visited landmark, before
+    # Go, then explore: random steps (random_actions) taken on reaching each least visited landmark, before
     # heading for the next one from where they end (0: straight to the next one).
     explore_steps: int = 0
     # The share of those heads that go instead for a landmark the graph cannot route to, next to one
@@ -97,10 +98,14 @@ class TrainingSection:
     # given up after `explore_patience` steps.
     explore_bridge: float = 0.0
     explore_patience: int = 200
-    # What fills the replay before the first update: "random" (sticky random actions) or "play" (the
+    # What fills the replay before the first update: "random" (random_actions below) or "play" (the
     # task's scripted goal-blind play policy, e.g. Push's pusher walking round its block and pushing it
     # about: random actions move the block in 4% of steps, play in half of them).
     seed_policy: str = "random"
+    # The random steps of seeding and of exploring episodes: "sticky" (a uniform random action held
+    # 1..10 steps) or "tumble" (a full-force direction held until the agent is stuck or 1..100 steps
+    # pass: it crosses a one-cell door far more often); see agent.exploration.
+    random_actions: str = "sticky"
 
 
 @dataclass
@@ -257,6 +262,8 @@ def _check_ranges(obj: Any, path: tuple[str, ...], source: str) -> None:
             raise bad("explore_bridge", "must be in [0, 1]")
         if obj.seed_policy not in SEED_POLICIES:
             raise bad("seed_policy", f"must be one of {SEED_POLICIES}")
+        if obj.random_actions not in RANDOM_ACTIONS:
+            raise bad("random_actions", f"must be one of {RANDOM_ACTIONS}")
     elif isinstance(obj, LaunchConfig):
         if not _NAME.match(obj.name):
             raise bad("name", "must be letters, digits, '_', '.', '-' (it names the run directory)")

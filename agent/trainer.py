@@ -1,7 +1,8 @@
 """Online training: the agent collects its own experience and learns its world model from it.
 
-No reward is used: seed the replay with exploratory episodes (sticky random actions, or the
-task's goal-blind play policy with ``training.seed_policy: play``), then act
+No reward is used: seed the replay with exploratory episodes (random actions of the kind
+``training.random_actions`` names, see agent.exploration; or the task's goal-blind play policy
+with ``training.seed_policy: play``), then act
 with the planner toward each episode's goal plus exploration noise, updating the world model
 at ``updates_per_step`` gradient steps per env step. Evaluation, TensorBoard scalars and
 checkpoints happen at episode boundaries, so ``--resume`` continues exactly where a checkpoint
@@ -25,28 +26,13 @@ from agent.build import env_dims, landmarks_from_replay, make_actor, make_env, w
 from agent.checkpoint import checkpoint_dir, latest_checkpoint
 from agent.device import flush_denormals, resolve_device, seed_everything
 from agent.evaluate import EVAL_SEED_BASE, evaluate
+from agent.exploration import make_random_actions
 from agent.launch import LaunchConfig, eval_overrides
 from agent.memory import EpisodeReplay
 from agent.snapshot import load_training_state, save_training_state
 from world_models.jepa import JEPAWorldModel
 
 DIAGNOSTICS_EVERY = 25  # updates between collapse diagnostics (an SVD per call)
-
-
-class StickyRandomActions:
-    """Exploration: a uniform random action held for a random 1..``max_hold`` steps, which
-    covers more ground than independent noise for the same number of steps."""
-
-    def __init__(self, action_dim: int, rng: np.random.Generator, max_hold: int = 10):
-        self.action_dim, self.rng, self.max_hold = action_dim, rng, max_hold
-        self._action, self._left = np.zeros(action_dim, dtype=np.float32), 0
-
-    def __call__(self) -> np.ndarray:
-        if self._left <= 0:
-            self._action = self.rng.uniform(-1, 1, self.action_dim).astype(np.float32)
-            self._left = int(self.rng.integers(1, self.max_hold + 1))
-        self._left -= 1
-        return self._action
 
 
 class Trainer:
@@ -68,7 +54,7 @@ class Trainer:
         capacity = cfg.training.steps + 2 * self.env.unwrapped.episode_steps + 1
         self.replay = EpisodeReplay(capacity, obs_shape, obs_dtype, self.action_dim, measurement_dims)
         self.rng = np.random.default_rng(cfg.seed)
-        self.explore = StickyRandomActions(self.action_dim, self.rng)
+        self.explore = make_random_actions(cfg.training.random_actions, self.action_dim, self.rng)
         self.step = 0
         self.episode = 0
         self.updates = 0
@@ -138,6 +124,7 @@ class Trainer:
         t = self.cfg.training
         # Training episodes are seeded below EVAL_SEED_BASE, evaluation episodes at or above it.
         obs, info = self.env.reset(seed=(self.cfg.seed * 100_003 + self.episode) % EVAL_SEED_BASE)
+        self.explore.reset()
         frontiers = None  # an exploring episode: how many least-visited landmarks it has reached
         wander = heading = 0  # random steps left after reaching one (training.explore_steps); steps toward it
         if not seeding:
@@ -155,16 +142,17 @@ class Trainer:
         while not (terminated or truncated):
             t0 = time.perf_counter()
             if seeding:
-                action = self._seed_action()
+                action = self._seed_action(obs)
             else:
                 if (not wander and frontiers is not None
                         and len(actions) % self.actor.planner.config.replan_every == 0
                         and self._frontier_done(obs, heading)):
                     frontiers, heading, wander = frontiers + 1, 0, t.explore_steps
+                    self.explore.reset()  # from here: the random walk starts afresh
                     if not wander:
                         self._head_for(obs, frontiers)
                 if wander:  # go, then explore: random steps from the frontier reached, then the next one
-                    action, wander = self.explore(), wander - 1
+                    action, wander = self.explore(obs), wander - 1
                     if not wander:
                         self._head_for(obs, frontiers)
                 else:
@@ -207,9 +195,9 @@ class Trainer:
                 writer.add_scalar(f"time/{k}_ms_per_step", float(v), self.step)
         return {"length": len(actions), "success": success, "touched": touched, **metrics}
 
-    def _seed_action(self) -> np.ndarray:
+    def _seed_action(self, obs: Any) -> np.ndarray:
         if self.cfg.training.seed_policy == "random":
-            return self.explore()
+            return self.explore(obs)
         action = self.env.unwrapped.play_action(self.rng)  # every env is an OdaEnv (None: no play policy)
         if action is None:
             raise ValueError(f"training.seed_policy=play: {self.cfg.env.id} has no play policy "

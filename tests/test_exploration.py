@@ -5,18 +5,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from agent.exploration import RunAndTumble, StickyRandomActions, make_random_actions
+from agent.graph_audit import cell_groups
 from agent.launch import load_launch
-from agent.trainer import StickyRandomActions, Trainer
+from agent.trainer import Trainer
+from envs import make
 from planners import make_planner
 from planners.hierarchical import HierarchicalPlanner, HierarchyConfig
 from planners.landmarks import slow_features
 
 
-@pytest.mark.parametrize(("explore_steps", "bridge"), [(0, 0.0), (6, 0.0), (6, 1.0)])
-def test_frontier_episodes_go_then_explore(tmp_path, monkeypatch, explore_steps, bridge):
+@pytest.mark.parametrize(("explore_steps", "bridge", "kind"), [(0, 0.0, "sticky"), (6, 0.0, "tumble"),
+                                                               (6, 1.0, "sticky")])
+def test_frontier_episodes_go_then_explore(tmp_path, monkeypatch, explore_steps, bridge, kind):
     """Exploring training episodes head for the least visited landmark the graph can route to from
     where the agent is, and with ``explore_steps`` take that many random steps on reaching each one
     (a reach this wide counts every landmark as reached at once). With ``explore_bridge`` they look
@@ -29,20 +34,22 @@ def test_frontier_episodes_go_then_explore(tmp_path, monkeypatch, explore_steps,
         "planner.params.samples=16", "planner.params.elites=4", "planner.params.horizon=3",
         "planner.params.iterations=1", "hierarchy={landmarks: 8, max_edge: 8.0, reach: 1000.0, replan_every: 4}",
         "training.explore_frontier=1.0", f"training.explore_steps={explore_steps}",
-        f"training.explore_bridge={bridge}", f"run_dir={tmp_path}"])
+        f"training.explore_bridge={bridge}", f"training.random_actions={kind}", f"run_dir={tmp_path}"])
     trainer = Trainer(cfg, progress=False)
     random_steps, frontier_calls = [0], []
-    sticky, frontier = StickyRandomActions.__call__, trainer.actor.planner.frontier
+    explorer = type(trainer.explore)
+    assert explorer is {"sticky": StickyRandomActions, "tumble": RunAndTumble}[kind]
+    random_action, frontier = explorer.__call__, trainer.actor.planner.frontier
 
-    def counted(self):
+    def counted(self, obs):
         random_steps[0] += 1
-        return sticky(self)
+        return random_action(self, obs)
 
     def recorded(skip=0, z=None):
         frontier_calls.append(z)
         return frontier(skip=skip, z=z)
 
-    monkeypatch.setattr(StickyRandomActions, "__call__", counted)
+    monkeypatch.setattr(explorer, "__call__", counted)
     bridge_calls, bridge_of = [], trainer.actor.planner.bridge
 
     def bridged(z):
@@ -93,3 +100,56 @@ def test_slow_features_find_the_place_not_the_speed():
     assert spread[2] < 0.75 * spread[0]  # 0.56 vs 0.93 here
     with pytest.raises(ValueError, match="place_dims .* needs edges: experience"):
         HierarchyConfig(place_dims=2)
+
+
+def test_run_and_tumble_turns_when_stuck():
+    """A full-force direction (on the surface of the action box) held while the observation moves; three
+    steps in a row with next to no change (against a wall) and it turns, long before its hold runs out."""
+    walk = RunAndTumble(3, np.random.default_rng(0), max_hold=1000)
+    obs, first = np.zeros(3), None
+    for _ in range(20):  # moving: the same action all along
+        action = walk(obs)
+        first = action if first is None else first
+        assert np.array_equal(action, first)
+        obs = obs + 0.1
+    assert np.abs(first).max() == pytest.approx(1.0) and bool((np.abs(first) <= 1.0).all())
+    stuck = [walk(obs + 1e-4 * i) for i in range(4)]  # the first call still sees the last move
+    assert all(np.array_equal(a, first) for a in stuck[:3]) and not np.array_equal(stuck[3], first)
+    walk.reset()  # a new episode: no memory of the last observation or of the changes
+    assert np.array_equal(walk(obs), walk(obs))  # the very first call draws; a still agent is not stuck yet
+    with pytest.raises(ValueError, match="random actions must be one of"):
+        make_random_actions("brownian", 2, np.random.default_rng(0))
+
+
+def test_run_and_tumble_crosses_more_doors_than_sticky_actions():
+    """On 4x4 rooms of PointMaze (real physics, the same 4 starts): run and tumble goes through more
+    doors than sticky random actions (here 10 room changes against 2)."""
+    env = make("oda/PointMaze-v0", obs="state", layout="4x4", episode_steps=600)
+    layout, cell = env.unwrapped.task.layout, env.unwrapped.task.cell_size
+    crossings = {}
+    for kind in ("sticky", "tumble"):
+        walk, rooms = make_random_actions(kind, 2, np.random.default_rng(1)), 0
+        for episode in range(4):
+            obs, info = env.reset(seed=episode)
+            walk.reset()
+            last, done = None, False
+            while not done:
+                obs, _, terminated, truncated, info = env.step(walk(obs))
+                done = terminated or truncated
+                r, c = layout.xy_to_cell(info["measurements"]["agent_xy"], cell)
+                room = None if r % 4 == 0 or c % 4 == 0 else ((r - 1) // 4, (c - 1) // 4)  # None: a doorway
+                if room is not None and room != last:
+                    rooms, last = rooms + (last is not None), room
+        crossings[kind] = rooms
+    assert crossings["tumble"] >= 2 * max(crossings["sticky"], 1), crossings
+
+
+def test_cell_groups_join_the_cells_an_episode_went_between():
+    """Two episodes in cells (0,0)->(0,1) and (5,5)->(5,6)->(5,5) stay two groups; a third that steps
+    from (0,1) into (5,5) (as through a door) joins them."""
+    cells = np.array([(0, 0), (0, 0), (0, 1), (5, 5), (5, 6), (5, 5), (9, 9), (9, 9)])
+    groups = cell_groups(cells, [3, 3, 2])
+    assert len(groups) == 5 and len(set(groups.values())) == 3
+    assert groups[(0, 0)] == groups[(0, 1)] != groups[(5, 5)] == groups[(5, 6)] != groups[(9, 9)]
+    joined = cell_groups(np.concatenate([cells, [(0, 1), (5, 5)]]), [3, 3, 2, 2])
+    assert len(set(joined.values())) == 2 and joined[(0, 0)] == joined[(5, 6)]

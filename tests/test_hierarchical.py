@@ -345,6 +345,8 @@ def test_hierarchical_agent_trains_and_evaluates_through_the_cli(tmp_path, capsy
     report = audit(str(next(run.glob("step_*"))), [experience])
     assert report["edges_kind"] == "experience" and report["landmarks"] == 16 and report["edges"] > 0
     assert report["wormholes"] == 0  # an open room has no wall to jump through
+    assert 1 <= report["graph_parts"] <= 16 and report["largest_part_landmarks"] <= 16
+    assert report["cell_groups"] >= 1 and report["largest_cell_group"] <= report["visited_cells"]
     # the landmarks are read from at most experience_steps visited observations: one 40-step episode (41)
     few = "hierarchy={landmarks: 64, max_edge: 20.0, reach: 20.0, edges: experience, experience_steps: 41}"
     assert audit(str(next(run.glob("step_*"))), [few])["landmarks"] == 41

@@ -69,6 +69,8 @@ def test_to_dict_from_dict_round_trip(tmp_path):
     (VALID.replace("batch_size: 32", "batch_size: 0"), r"'training.batch_size' must be >= 1"),
     (VALID.replace("batch_size: 32", "batch_size: 32\n  seed_policy: scripted"),
      r"'training.seed_policy' must be one of \('random', 'play'\)"),
+    (VALID.replace("batch_size: 32", "batch_size: 32\n  random_actions: brownian"),
+     r"'training.random_actions' must be one of \('sticky', 'tumble'\)"),
     (VALID.replace("batch_size: 32", "batch_size: 32\n  explore_bridge: 1.5"),
      r"'training.explore_bridge' must be in \[0, 1\]"),
     (VALID.replace("batch_size: 32", "batch_size: 32\n  explore_steps: -1"), r"'training.explore_steps' must be >= 0"),
