@@ -84,3 +84,57 @@ def make_random_actions(kind: str, action_dim: int, rng: np.random.Generator) ->
     if kind == "tumble":
         return RunAndTumble(action_dim, rng)
     raise ValueError(f"random actions must be one of {RANDOM_ACTIONS}, got {kind!r}")
+
+
+def coverage(layout: str, kinds: tuple[str, ...] = RANDOM_ACTIONS, episodes: int = 20, seed: int = 0) -> list[dict]:
+    """What random episodes of each kind cover in a PointMaze layout (real physics, the same starts):
+    distinct cells per episode, and the cell groups the episodes join (agent.graph_audit.cell_groups),
+    the bound on what a graph read from this experience can join."""
+    from agent.graph_audit import cell_groups
+    from envs import make
+
+    env = make("oda/PointMaze-v0", obs="state", layout=layout)
+    task = env.unwrapped.task
+    rows = []
+    for kind in kinds:
+        walk = make_random_actions(kind, env.action_space.shape[0], np.random.default_rng(seed))
+        cells, lengths = [], []
+        for episode in range(episodes):
+            obs, info = env.reset(seed=seed * 100_003 + episode)
+            walk.reset()
+            trail, done = [task.layout.xy_to_cell(info["measurements"]["agent_xy"], task.cell_size)], False
+            while not done:
+                obs, _, terminated, truncated, info = env.step(walk(obs))
+                trail.append(task.layout.xy_to_cell(info["measurements"]["agent_xy"], task.cell_size))
+                done = terminated or truncated
+            cells.extend(trail)
+            lengths.append(len(trail))
+        groups = cell_groups(np.asarray(cells), lengths)
+        sizes = np.bincount(list(groups.values()))
+        per_episode, start = [], 0
+        for n in lengths:
+            per_episode.append(len({tuple(c) for c in cells[start:start + n]}))
+            start += n
+        rows.append({"layout": layout, "random_actions": kind, "episodes": episodes,
+                     "cells_per_episode": round(float(np.mean(per_episode)), 2), "visited_cells": len(groups),
+                     "cell_groups": len(sizes), "largest_cell_group": int(sizes.max()),
+                     "free_cells": len(task.layout.free_cells())})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m agent.exploration", description=coverage.__doc__.split(":")[0])
+    p.add_argument("layout", nargs="?", default="4x4", help="a PointMaze layout: 2x2, 4x4, giant, ...")
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    for row in coverage(args.layout, episodes=args.episodes, seed=args.seed):
+        print(json.dumps(row))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

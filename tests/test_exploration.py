@@ -3,13 +3,14 @@ toward unjoined parts) and the slow features that make landmarks places rather t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from agent.exploration import RunAndTumble, StickyRandomActions, make_random_actions
+from agent.exploration import RunAndTumble, StickyRandomActions, coverage, main, make_random_actions
 from agent.graph_audit import cell_groups
 from agent.launch import load_launch
 from agent.trainer import Trainer
@@ -142,6 +143,18 @@ def test_run_and_tumble_crosses_more_doors_than_sticky_actions():
                     rooms, last = rooms + (last is not None), room
         crossings[kind] = rooms
     assert crossings["tumble"] >= 2 * max(crossings["sticky"], 1), crossings
+
+
+def test_coverage_benchmark_counts_cells_and_groups(capsys):
+    """python -m agent.exploration: per kind of random actions, the cells its episodes cover and the
+    groups they join, consistent with each other (2x2 rooms, 3 episodes)."""
+    assert main(["2x2", "--episodes", "3"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["random_actions"] for r in rows] == ["sticky", "tumble"]
+    for r in rows:
+        assert 1 <= r["cells_per_episode"] <= r["visited_cells"] <= r["free_cells"] == 40
+        assert 1 <= r["cell_groups"] <= 3 and r["largest_cell_group"] <= r["visited_cells"]
+    assert rows == coverage("2x2", episodes=3)  # the same starts and random generator: the same figures
 
 
 def test_cell_groups_join_the_cells_an_episode_went_between():
