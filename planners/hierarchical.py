@@ -13,6 +13,9 @@ the current latent to the goal through the landmark graph (``planners.landmarks`
 call:
 
 1. it drops the route's leading subgoals that are already within ``reach`` steps (switching rule);
+   with ``stuck_steps: n``, a subgoal the cost-to-go has not brought 1 step nearer in n calls is
+   given up: that landmark is not entered again this episode, and the route is planned afresh
+   (a subgoal behind a wall, or round a corner the low level's horizon does not see past);
 2. it points the objective at the first remaining subgoal (the goal itself once the route is
    empty, or when the goal is nearer than any route through landmarks);
 3. it runs the low-level planner, constraint (guardrails) included, and restores the goal.
@@ -26,6 +29,7 @@ the one above): it reads the subgoal it is given as its goal. ``Plan.info`` carr
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +62,9 @@ class HierarchyConfig:
     # directions of the visited latents (where the agent is, not how fast it moves: slow_features);
     # 0: in the whole latent. Needs the visits in time order: experience edges.
     place_dims: int = 0
+    # > 0: give up a subgoal that the cost-to-go has not seen come 1 step nearer in this many calls
+    # (not entered again until the goal changes or the episode ends); 0: never give up
+    stuck_steps: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -73,6 +80,7 @@ class HierarchyConfig:
         check_int("replan_every", self.replan_every, 1)
         check_int("experience_steps", self.experience_steps, 1)
         check_int("place_dims", self.place_dims, 0)
+        check_int("stuck_steps", self.stuck_steps, 0)
         if self.place_dims and self.edges != "experience":
             raise ValueError("place_dims reads the slow directions off the agent's steps in time order: "
                              "it needs edges: experience")
@@ -95,6 +103,10 @@ class HierarchicalPlanner:
         self.generator.manual_seed(0 if seed is None else seed)
         self.route: list[Tensor] = []        # subgoal latents still to visit, next first
         self.route_steps: float | None = None
+        self.given_up: list[int] = []        # landmarks given up this episode (stuck_steps)
+        self._avoiding: LandmarkGraph | None = None  # the graph without them
+        self._route_nodes: list[int] = []    # the route's landmark indices
+        self._progress: tuple[int, float, int] = (-1, math.inf, 0)  # (landmark, nearest steps, calls since)
         self._goal: Tensor | None = None
         self._since = 0
 
@@ -125,7 +137,11 @@ class HierarchicalPlanner:
 
     def reset(self) -> None:
         self.low.reset()
+        self._clear_route()
+
+    def _clear_route(self) -> None:
         self.route, self.route_steps, self._goal, self._since = [], None, None, 0
+        self.given_up, self._avoiding, self._route_nodes, self._progress = [], None, [], (-1, math.inf, 0)
 
     def shift(self, steps: int = 1) -> None:
         self.low.shift(steps)
@@ -162,6 +178,7 @@ class HierarchicalPlanner:
         self.graph = LandmarkGraph(nodes, self.steps, cfg.max_edge, weights=weights,
                                    trusted=cfg.reach if weights is not None else None)
         self.visited = latents
+        self._clear_route()  # routes and landmarks given up were in the old graph's indices
         return self.graph
 
     def _ruled_out(self, latents: Tensor, constraint: Constraint, chunk: int = 4096) -> Tensor:
@@ -215,13 +232,47 @@ class HierarchicalPlanner:
         return float(self.steps(z[None], target[None])[0]) <= self.config.reach
 
     def _subgoal(self, z0: Tensor, goal: Tensor) -> Tensor:
-        if self._goal is None or not torch.equal(goal, self._goal) or self._since >= self.config.replan_every:
-            path, self.route_steps = self.graph.route(z0, goal)
-            self.route = [self.graph.nodes[i] for i in path]
+        new_goal = self._goal is None or not torch.equal(goal, self._goal)
+        if new_goal:
+            self.given_up, self._avoiding = [], None
+        stuck = not new_goal and self._stuck(z0)
+        if new_goal or stuck or self._since >= self.config.replan_every:
+            graph = self.graph
+            if self.given_up:  # this goal's routes go round the landmarks given up (a Floyd-Warshall each)
+                avoid = torch.zeros(len(graph), dtype=torch.bool, device=graph.nodes.device)
+                avoid[self.given_up] = True
+                if self._avoiding is None or not torch.equal(self._avoiding.avoid, avoid):
+                    self._avoiding = graph.without(avoid)
+                graph = self._avoiding
+            self._route_nodes, self.route_steps = graph.route(z0, goal)
+            if not self._route_nodes and graph is not self.graph:  # giving up cut the way: forget them
+                self.given_up, self._avoiding = [], None
+                self._route_nodes, self.route_steps = self.graph.route(z0, goal)
+            self.route = [self.graph.nodes[i] for i in self._route_nodes]
             self._goal, self._since = goal.clone(), 0
         while self.route and self.reached(z0, self.route[0]):
             self.route.pop(0)
+            self._route_nodes.pop(0)
         return self.route[0] if self.route else goal
+
+    def _stuck(self, z0: Tensor) -> bool:
+        """Whether the current subgoal is to be given up (``stuck_steps``): the cost-to-go to it has not
+        fallen by a step in that many calls. Then it joins ``given_up``."""
+        if not self.config.stuck_steps or not self._route_nodes:
+            self._progress = (-1, math.inf, 0)
+            return False
+        node = self._route_nodes[0]
+        steps = float(self.steps(z0[None], self.graph.nodes[node][None])[0])
+        last, nearest, calls = self._progress
+        if node != last or steps <= nearest - 1.0:
+            self._progress = (node, steps, 0)
+            return False
+        self._progress = (node, nearest, calls + 1)
+        if calls + 1 < self.config.stuck_steps:
+            return False
+        self.given_up.append(node)
+        self._progress = (-1, math.inf, 0)
+        return True
 
     def plan(self, z0: Tensor, dynamics: Dynamics, objective: Any, constraint: Constraint | None = None) -> Plan:
         """Plan toward the current subgoal of the route to ``objective.z_goal`` (see the module doc)."""
@@ -241,7 +292,8 @@ class HierarchicalPlanner:
             objective.set_goal(goal)
         finer = plan.info.get("subgoals", [])  # set by a hierarchical level below this one
         plan.info.update(subgoals=[subgoal, *finer], subgoal=finer[-1] if finer else subgoal,
-                         route_left=len(self.route), route_steps=self.route_steps, high_ms=high_ms,
+                         route_left=len(self.route), route_steps=self.route_steps, given_up=len(self.given_up),
+                         high_ms=high_ms,
                          elapsed_ms=plan.info.get("elapsed_ms", 0.0) + high_ms)
         if self.coarse is not None and not finer:  # where k steps toward the subgoal lead (`oda record`)
             with torch.no_grad():

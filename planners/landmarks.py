@@ -165,6 +165,16 @@ class LandmarkGraph:
             pairwise = torch.cat(rows).float()
             self.weights = torch.where(pairwise <= self.max_edge, pairwise, torch.full_like(pairwise, math.inf))
         self.dist, self.hop = shortest_paths(self.weights)
+        self.avoid: Tensor | None = None  # [N] bool: landmarks no route uses (see `without`)
+
+    def without(self, avoid: Tensor) -> LandmarkGraph:
+        """The same landmarks with those marked in ``avoid`` [N] (bool) out of every route: no edge
+        to or from them, and no route starts or ends there."""
+        blocked = avoid[:, None] | avoid[None, :]
+        weights = torch.where(blocked, torch.full_like(self.weights, math.inf), self.weights)
+        graph = LandmarkGraph(self.nodes, self.steps, self.max_edge, weights=weights, trusted=self.trusted)
+        graph.avoid = avoid
+        return graph
 
     def __len__(self) -> int:
         return self.nodes.shape[0]
@@ -190,8 +200,12 @@ class LandmarkGraph:
         is), and the agent heads straight for the goal only when it is that near or no route exists.
         """
         n = len(self)
-        to_nodes = self._ends(self.steps(z.expand(n, -1), self.nodes).float())
-        from_nodes = self._ends(self.steps(self.nodes, z_goal.expand(n, -1)).float())
+        to_nodes = self.steps(z.expand(n, -1), self.nodes).float()
+        from_nodes = self.steps(self.nodes, z_goal.expand(n, -1)).float()
+        if self.avoid is not None:  # a route neither enters nor leaves the graph at an avoided landmark
+            to_nodes, from_nodes = (torch.where(self.avoid, torch.full_like(x, math.inf), x)
+                                    for x in (to_nodes, from_nodes))
+        to_nodes, from_nodes = self._ends(to_nodes), self._ends(from_nodes)
         direct = float(self.steps(z[None], z_goal[None])[0])
         total = to_nodes[:, None] + self.dist + from_nodes[None, :]
         best = int(total.argmin())

@@ -398,3 +398,26 @@ def test_a_third_level_nests_and_reads_the_subgoal_above_as_its_goal():
     assert float(plan.info["subgoal"][0]) <= 0.2 + 1e-6  # the middle level's finer step toward it
     assert [float(g[0]) for g in plan.info["subgoals"]] == [float(top_subgoal[0]), float(plan.info["subgoal"][0])]
     assert torch.equal(middle._goal, top_subgoal)
+
+
+def test_a_subgoal_that_does_not_come_nearer_is_given_up():
+    """stuck_steps: an agent that does not move toward its subgoal (here: not at all) gives it up after that
+    many calls and routes round it, the other way; when giving up leaves no route, it forgets and starts over."""
+    upper = [(1.0, 0.6), (2.0, 1.0), (3.0, 0.6)]     # the short way to the goal
+    lower = [(0.9, -1.0), (2.0, -1.6), (3.1, -1.0)]  # the long way round
+    latents = torch.tensor([(0.0, 0.0), *upper, *lower, (4.0, 0.0)])
+    steps_fn = lambda z, g: (z - g.expand_as(z)).norm(dim=-1)  # noqa: E731
+    high = HierarchicalPlanner(make_planner("mppi", 2, horizon=3, samples=16, elites=4, iterations=1, seed=0),
+                               HierarchyConfig(landmarks=8, max_edge=1.5, reach=0.5, stuck_steps=3), steps_fn)
+    high.build_graph(latents)
+    z0, goal = torch.tensor([0.0, 0.0]), torch.tensor([4.0, 0.0])
+    subgoals = [high._subgoal(z0, goal) for _ in range(5)]
+    assert float(subgoals[0][1]) > 0 and high.given_up  # first the short way, then given up
+    assert float(subgoals[-1][1]) < 0 and len(high.given_up) == 1  # the long way round
+    for _ in range(4):
+        high._subgoal(z0, goal)  # the long way is given up too: no route is left, so both are forgotten
+    assert not high.given_up and float(high._subgoal(z0, goal)[1]) > 0
+    high._subgoal(z0, torch.tensor([4.0, 0.1]))  # a new goal: nothing given up
+    assert not high.given_up
+    with pytest.raises(ValueError, match="stuck_steps"):
+        HierarchyConfig(stuck_steps=-1)
