@@ -14,8 +14,9 @@ call:
 
 1. it drops the route's leading subgoals that are already within ``reach`` steps (switching rule);
    with ``stuck_steps: n``, a subgoal the cost-to-go has not brought 1 step nearer in n calls is
-   given up: that landmark is not entered again this episode, and the route is planned afresh
-   (a subgoal behind a wall, or round a corner the low level's horizon does not see past);
+   given up: routes to this goal leave that landmark out (all given up are forgotten when that
+   leaves no route), and the route is planned afresh (a subgoal behind a wall, or round a corner
+   the low level's horizon does not see past);
 2. it points the objective at the first remaining subgoal (the goal itself once the route is
    empty, or when the goal is nearer than any route through landmarks);
 3. it runs the low-level planner, constraint (guardrails) included, and restores the goal.
