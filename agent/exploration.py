@@ -98,7 +98,7 @@ def coverage(layout: str, kinds: tuple[str, ...] = RANDOM_ACTIONS, episodes: int
     rows = []
     for kind in kinds:
         walk = make_random_actions(kind, env.action_space.shape[0], np.random.default_rng(seed))
-        cells, lengths = [], []
+        cells, lengths, per_episode = [], [], []
         for episode in range(episodes):
             obs, info = env.reset(seed=seed * 100_003 + episode)
             walk.reset()
@@ -109,12 +109,9 @@ def coverage(layout: str, kinds: tuple[str, ...] = RANDOM_ACTIONS, episodes: int
                 done = terminated or truncated
             cells.extend(trail)
             lengths.append(len(trail))
+            per_episode.append(len(set(trail)))
         groups = cell_groups(np.asarray(cells), lengths)
         sizes = np.bincount(list(groups.values()))
-        per_episode, start = [], 0
-        for n in lengths:
-            per_episode.append(len({tuple(c) for c in cells[start:start + n]}))
-            start += n
         rows.append({"layout": layout, "random_actions": kind, "episodes": episodes,
                      "cells_per_episode": round(float(np.mean(per_episode)), 2), "visited_cells": len(groups),
                      "cell_groups": len(sizes), "largest_cell_group": int(sizes.max()),

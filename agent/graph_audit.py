@@ -90,7 +90,8 @@ def audit(checkpoint: str, overrides: list[str], pairs: int = 400, seed: int = 0
         if path:
             joined += 1
             through += any(wormholes[a, b] for a, b in zip(path[:-1], path[1:], strict=False))
-    parts = _parts(np.isfinite(graph.dist.numpy()) & np.isfinite(graph.dist.numpy()).T | np.eye(n, dtype=bool))
+    routed = np.isfinite(graph.dist.numpy())
+    parts = _parts(routed & routed.T | np.eye(n, dtype=bool))
     largest = np.bincount(parts).argmax()
     state = replay.state_dict()
     visited = np.array([task.layout.xy_to_cell(p, task.cell_size) for p in state["meas/agent_xy"]])

@@ -237,16 +237,14 @@ class HierarchicalPlanner:
         if new_goal:
             self.given_up, self._avoiding = [], None
         stuck = not new_goal and self._stuck(z0)
+        if stuck:  # this goal's routes go round the landmarks given up (a Floyd-Warshall each time)
+            avoid = torch.zeros(len(self.graph), dtype=torch.bool, device=self.graph.nodes.device)
+            avoid[self.given_up] = True
+            self._avoiding = self.graph.without(avoid)
         if new_goal or stuck or self._since >= self.config.replan_every:
-            graph = self.graph
-            if self.given_up:  # this goal's routes go round the landmarks given up (a Floyd-Warshall each)
-                avoid = torch.zeros(len(graph), dtype=torch.bool, device=graph.nodes.device)
-                avoid[self.given_up] = True
-                if self._avoiding is None or not torch.equal(self._avoiding.avoid, avoid):
-                    self._avoiding = graph.without(avoid)
-                graph = self._avoiding
+            graph = self.graph if self._avoiding is None else self._avoiding
             self._route_nodes, self.route_steps = graph.route(z0, goal)
-            if not self._route_nodes and graph is not self.graph:  # giving up cut the way: forget them
+            if not self._route_nodes and self._avoiding is not None:  # giving up cut the way: forget them
                 self.given_up, self._avoiding = [], None
                 self._route_nodes, self.route_steps = self.graph.route(z0, goal)
             self.route = [self.graph.nodes[i] for i in self._route_nodes]

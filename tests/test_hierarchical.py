@@ -242,42 +242,6 @@ def test_experience_edges_do_not_span_what_a_guardrail_rules_out_in_the_simulato
     assert run(safe) == (True, 0)
 
 
-def test_route_goes_straight_when_the_goal_is_near_and_constraints_prune_landmarks():
-    steps = lambda z, g: (z - g.expand_as(z)).norm(dim=-1) * 10  # noqa: E731
-    line = torch.linspace(0, 1, 11)[:, None].repeat(1, 2)
-    high = HierarchicalPlanner(make_planner("mppi", 2, horizon=3, samples=16, elites=4, iterations=1, seed=0),
-                               HierarchyConfig(landmarks=11, max_edge=3.0), steps)
-    high.build_graph(line, constraint=lambda z, a: (z[:, 0, 0] > 0.75).float())  # "keep out beyond 0.75"
-    assert len(high.graph) == 8 and float(high.graph.nodes[:, 0].max()) <= 0.75
-    path, _ = high.graph.route(torch.tensor([0.0, 0.0]), torch.tensor([0.7, 0.7]))
-    assert len(path) >= 3  # 0.99 apart in latent = 9.9 steps > max_edge: through landmarks
-    assert high.graph.route(torch.tensor([0.0, 0.0]), torch.tensor([0.1, 0.1]))[0] == []  # near: straight
-    # visits crowd the start of the line: the frontier is the landmark the fewest of them are nearest to
-    crowded = torch.cat([line, torch.zeros(50, 2) + 0.05 * torch.rand(50, 2)])
-    high.build_graph(crowded)
-    assert float(high.frontier()[0]) >= 0.9
-    # once it is reached, the next least visited: another landmark, not the crowded start
-    assert not torch.equal(high.frontier(skip=1), high.frontier()) and float(high.frontier(skip=1)[0]) > 0.1
-    assert float(high.frontier(skip=10_000)[0]) <= 0.1  # past the end: the most visited
-    # two parts no edge joins (0.3 -> 0.7 is 5.7 steps > max_edge): from the crowded part, its own
-    # least visited landmark, not the other part's (a straight line through a wall, in a maze)
-    parts = torch.cat([line[line[:, 0] < 0.35], line[line[:, 0] > 0.65], torch.zeros(50, 2) + 0.05 * torch.rand(50, 2)])
-    high.build_graph(parts)
-    assert float(high.frontier()[0]) > 0.65
-    assert not bool(high.graph.reachable(torch.tensor([0.0, 0.0]))[high.graph.nodes[:, 0] > 0.65].any())
-    assert 0.1 < float(high.frontier(z=torch.tensor([0.0, 0.0]))[0]) < 0.35
-    assert float(high.frontier(z=torch.tensor([0.9, 0.9]))[0]) > 0.65
-    # a bridge: the unreachable landmark next to the reachable part (0.7 against 0.3), none when all are
-    assert float(high.bridge(torch.tensor([0.0, 0.0]), choices=1)[0]) == pytest.approx(0.7)
-    assert float(high.bridge(torch.tensor([1.0, 1.0]), choices=1)[0]) == pytest.approx(0.3)
-    high.build_graph(line)
-    assert high.bridge(torch.tensor([0.0, 0.0])) is None
-    assert high.reached(torch.tensor([0.5, 0.5]), torch.tensor([0.6, 0.6]))  # 1.4 steps <= reach 2
-    assert not high.reached(torch.tensor([0.0, 0.0]), torch.tensor([0.6, 0.6]))
-    with pytest.raises(ValueError, match="every landmark violates"):
-        high.build_graph(line, constraint=lambda z, a: torch.ones(z.shape[0]))
-
-
 def test_coarse_model_learns_where_k_steps_toward_a_subgoal_lead():
     """On a great circle of the latent space walked at constant speed either way, F(z_t, z_t+j)
     -> z_t+k is learnable from the subgoal's direction; it starts as "stays put" and ends well
@@ -398,26 +362,3 @@ def test_a_third_level_nests_and_reads_the_subgoal_above_as_its_goal():
     assert float(plan.info["subgoal"][0]) <= 0.2 + 1e-6  # the middle level's finer step toward it
     assert [float(g[0]) for g in plan.info["subgoals"]] == [float(top_subgoal[0]), float(plan.info["subgoal"][0])]
     assert torch.equal(middle._goal, top_subgoal)
-
-
-def test_a_subgoal_that_does_not_come_nearer_is_given_up():
-    """stuck_steps: an agent that does not move toward its subgoal (here: not at all) gives it up after that
-    many calls and routes round it, the other way; when giving up leaves no route, it forgets and starts over."""
-    upper = [(1.0, 0.6), (2.0, 1.0), (3.0, 0.6)]     # the short way to the goal
-    lower = [(0.9, -1.0), (2.0, -1.6), (3.1, -1.0)]  # the long way round
-    latents = torch.tensor([(0.0, 0.0), *upper, *lower, (4.0, 0.0)])
-    steps_fn = lambda z, g: (z - g.expand_as(z)).norm(dim=-1)  # noqa: E731
-    high = HierarchicalPlanner(make_planner("mppi", 2, horizon=3, samples=16, elites=4, iterations=1, seed=0),
-                               HierarchyConfig(landmarks=8, max_edge=1.5, reach=0.5, stuck_steps=3), steps_fn)
-    high.build_graph(latents)
-    z0, goal = torch.tensor([0.0, 0.0]), torch.tensor([4.0, 0.0])
-    subgoals = [high._subgoal(z0, goal) for _ in range(5)]
-    assert float(subgoals[0][1]) > 0 and high.given_up  # first the short way, then given up
-    assert float(subgoals[-1][1]) < 0 and len(high.given_up) == 1  # the long way round
-    for _ in range(4):
-        high._subgoal(z0, goal)  # the long way is given up too: no route is left, so both are forgotten
-    assert not high.given_up and float(high._subgoal(z0, goal)[1]) > 0
-    high._subgoal(z0, torch.tensor([4.0, 0.1]))  # a new goal: nothing given up
-    assert not high.given_up
-    with pytest.raises(ValueError, match="stuck_steps"):
-        HierarchyConfig(stuck_steps=-1)
