@@ -12,7 +12,8 @@ high-level step (every ``replan_every`` executed actions, or when the goal chang
 the current latent to the goal through the landmark graph (``planners.landmarks``). Then, on every
 call:
 
-1. it drops the route's leading subgoals that are already within ``reach`` steps (switching rule);
+1. it drops the route's leading subgoals that are already within ``reach`` steps (switching rule;
+   with ``ends: nearest`` also those up to the landmark the agent is at, ``LandmarkGraph.locate``);
    with ``stuck_steps: n``, a subgoal the cost-to-go has not brought 1 step nearer in n calls is
    given up: routes to this goal leave that landmark out (all given up are forgotten when that
    leaves no route), and the route is planned afresh (a subgoal behind a wall, or round a corner
@@ -43,6 +44,7 @@ from planners.base import Constraint, Dynamics, Plan, check_float, check_int
 from planners.landmarks import LandmarkGraph, StepsFn, experience_weights, farthest_point_sample, slow_features
 
 EDGE_KINDS = ("learned", "experience")
+END_KINDS = ("learned", "nearest")
 
 
 @dataclass
@@ -66,6 +68,11 @@ class HierarchyConfig:
     # > 0: give up a subgoal that the cost-to-go has not seen come 1 step nearer in this many calls
     # (not entered again until the goal changes or the episode ends); 0: never give up
     stuck_steps: int = 0
+    # where the current latent and the goal join the graph (experience edges): "learned", at every
+    # landmark the cost-to-go rates within `reach`; "nearest", at the nearest landmark in the key
+    # (place_dims, else the latent) as visited latents are labelled, and a subgoal counts as passed
+    # once the agent is at it or at a later landmark of the route (LandmarkGraph.locate)
+    ends: str = "learned"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -82,6 +89,11 @@ class HierarchyConfig:
         check_int("experience_steps", self.experience_steps, 1)
         check_int("place_dims", self.place_dims, 0)
         check_int("stuck_steps", self.stuck_steps, 0)
+        if self.ends not in END_KINDS:
+            raise ValueError(f"ends must be one of {END_KINDS}, got {self.ends!r}")
+        if self.ends == "nearest" and self.edges != "experience":
+            raise ValueError("ends: nearest joins a latent to a landmark as experience edges label visits: "
+                             "it needs edges: experience")
         if self.place_dims and self.edges != "experience":
             raise ValueError("place_dims reads the slow directions off the agent's steps in time order: "
                              "it needs edges: experience")
@@ -177,7 +189,8 @@ class HierarchicalPlanner:
             weights = experience_weights(nodes, latents, torch.as_tensor(episodes), self.steps, cfg.max_edge,
                                          cfg.reach, cfg.reversible, blocked=blocked, key=self.key)
         self.graph = LandmarkGraph(nodes, self.steps, cfg.max_edge, weights=weights,
-                                   trusted=cfg.reach if weights is not None else None)
+                                   trusted=cfg.reach if weights is not None else None,
+                                   key=self.key if cfg.ends == "nearest" else None)
         self.visited = latents
         self._clear_route()  # routes and landmarks given up were in the old graph's indices
         return self.graph
@@ -249,6 +262,9 @@ class HierarchicalPlanner:
                 self._route_nodes, self.route_steps = self.graph.route(z0, goal)
             self.route = [self.graph.nodes[i] for i in self._route_nodes]
             self._goal, self._since = goal.clone(), 0
+        at = self.graph.locate(z0)
+        passed = self._route_nodes.index(at) + 1 if at in self._route_nodes else 0
+        del self.route[:passed], self._route_nodes[:passed]
         while self.route and self.reached(z0, self.route[0]):
             self.route.pop(0)
             self._route_nodes.pop(0)

@@ -145,7 +145,8 @@ class LandmarkGraph:
     ``weights`` [N, N], inf = no edge, e.g. ``experience_weights``); routes between latents."""
 
     def __init__(self, nodes: Tensor, steps: StepsFn, max_edge: float, chunk: int = 64,
-                 weights: Tensor | None = None, trusted: float | None = None):
+                 weights: Tensor | None = None, trusted: float | None = None,
+                 key: Callable[[Tensor], Tensor] | None = None):
         if nodes.dim() != 2 or nodes.shape[0] < 1:
             raise ValueError(f"landmarks must be [N, D] with N >= 1, got {tuple(nodes.shape)}")
         if not max_edge > 0:
@@ -153,6 +154,9 @@ class LandmarkGraph:
         self.nodes, self.steps, self.max_edge = nodes, steps, float(max_edge)
         # with experience edges: the range within which `steps` is trusted at the route's two ends
         self.trusted = None if trusted is None else float(trusted)
+        # with a key (e.g. slow_features): a latent joins the graph at its nearest landmark in the key,
+        # as visited latents are labelled for experience edges; None: wherever `steps` rates it near
+        self.key = key
         n = nodes.shape[0]
         if weights is not None:
             if weights.shape != (n, n):
@@ -172,7 +176,8 @@ class LandmarkGraph:
         to or from them, and no route starts or ends there."""
         blocked = avoid[:, None] | avoid[None, :]
         weights = torch.where(blocked, torch.full_like(self.weights, math.inf), self.weights)
-        graph = LandmarkGraph(self.nodes, self.steps, self.max_edge, weights=weights, trusted=self.trusted)
+        graph = LandmarkGraph(self.nodes, self.steps, self.max_edge, weights=weights, trusted=self.trusted,
+                              key=self.key)
         graph.avoid = avoid
         return graph
 
@@ -200,8 +205,8 @@ class LandmarkGraph:
         is), and the agent heads straight for the goal only when it is that near or no route exists.
         """
         n = len(self)
-        to_nodes = self.steps(z.expand(n, -1), self.nodes).float()
-        from_nodes = self.steps(self.nodes, z_goal.expand(n, -1)).float()
+        to_nodes = self._at(z, self.steps(z.expand(n, -1), self.nodes).float())
+        from_nodes = self._at(z_goal, self.steps(self.nodes, z_goal.expand(n, -1)).float())
         if self.avoid is not None:  # a route neither enters nor leaves the graph at an avoided landmark
             to_nodes, from_nodes = (torch.where(self.avoid, torch.full_like(x, math.inf), x)
                                     for x in (to_nodes, from_nodes))
@@ -211,6 +216,9 @@ class LandmarkGraph:
         best = int(total.argmin())
         via = float(total.flatten()[best])
         near = direct <= self.trusted if self.trusted is not None else direct <= self.max_edge and direct <= via
+        start, end = self.locate(z), self.locate(z_goal)
+        if start >= 0 and end >= 0:  # both ends located: straight to the goal only from its own landmark
+            near = start == end
         if not math.isfinite(via) or near:
             return [], direct
         return self.path(best // n, best % n), via
@@ -220,10 +228,35 @@ class LandmarkGraph:
         """Which landmarks [N] (bool) a route from latent z [D] can reach: those joined to the landmarks
         z is near (as ``route`` joins z to the graph) by a chain of edges. All of them when z is near
         none: then nothing is known to be out of reach."""
-        near = torch.isfinite(self._ends(self.steps(z.expand(len(self), -1), self.nodes).float()))
+        steps = self._at(z, self.steps(z.expand(len(self), -1), self.nodes).float())
+        near = torch.isfinite(self._ends(steps))
         if not bool(near.any()):
             return torch.ones_like(near)
         return near | torch.isfinite(self.dist[near]).any(0)
+
+    @torch.no_grad()
+    def locate(self, z: Tensor) -> int:
+        """The landmark latent z [D] is at: its nearest in the ``key``, when ``steps`` rates them within
+        ``trusted`` of each other both ways (how visited latents are labelled for experience edges).
+        -1 without a key or when z is near no landmark.
+
+        Why not every landmark ``steps`` rates near: a learned cost-to-go is smooth in the latent, and
+        across a wall it rated landmarks a few steps away that are many steps away (traces on the giant
+        maze, BENCHMARKS.md); the nearest place is on the agent's side of the wall."""
+        if self.key is None or self.trusted is None:
+            return -1
+        i = int(torch.cdist(self.key(z[None]), self.key(self.nodes)).argmin())
+        pair = torch.stack([z, self.nodes[i]])
+        return i if bool((self.steps(pair, pair.flip(0)) <= self.trusted).all()) else -1
+
+    def _at(self, z: Tensor, steps: Tensor) -> Tensor:
+        """Learned steps between z and every landmark, kept only at the landmark z is at (``locate``)."""
+        i = self.locate(z)
+        if i < 0:
+            return steps
+        out = torch.full_like(steps, math.inf)
+        out[i] = 0.0
+        return out
 
     def _ends(self, steps: Tensor) -> Tensor:
         """Learned steps between a latent and every landmark -> the edges joining it to the graph."""

@@ -66,3 +66,39 @@ def test_a_subgoal_that_does_not_come_nearer_is_given_up():
     assert not high.given_up
     with pytest.raises(ValueError, match="stuck_steps"):
         HierarchyConfig(stuck_steps=-1)
+
+
+def test_nearest_ends_join_the_graph_on_the_agents_side_of_a_wall():
+    """ends: nearest. A U-shaped corridor whose arms lie 3 learned steps apart through the wall between them,
+    within `reach` (4): joined wherever the cost-to-go rates a landmark near, start and goal look near and the
+    agent heads straight at the wall. Joined at their nearest landmark, as visits are labelled for experience
+    edges, the route runs round the U, and a subgoal counts as passed once the agent is at it or beyond."""
+    left = [(0.0, y) for y in torch.linspace(0, 1, 21).tolist()]
+    top = [(x, 1.0) for x in (0.05, 0.1, 0.15, 0.2, 0.25)]
+    right = [(0.3, y) for y in torch.linspace(1, 0, 21).tolist()]
+    walk = torch.tensor(left + top + right)
+    steps = lambda z, g: (z - g.expand_as(z)).norm(dim=-1) * 10  # noqa: E731
+    start, goal = torch.tensor([0.0, 0.02]), torch.tensor([0.3, 0.02])
+
+    def high(ends: str) -> HierarchicalPlanner:
+        cfg = HierarchyConfig(landmarks=len(walk), max_edge=3.0, reach=4.0, edges="experience", reversible=True,
+                              ends=ends)
+        planner = HierarchicalPlanner(make_planner("mppi", 2, horizon=3, samples=16, elites=4, iterations=1, seed=0),
+                                      cfg, steps)
+        planner.build_graph(walk, episodes=torch.zeros(len(walk), dtype=torch.long))
+        return planner
+
+    assert high("learned").graph.route(start, goal)[0] == []  # 3 steps: "near", straight at the wall
+    nearest = high("nearest")
+    assert nearest.graph.nodes[nearest.graph.locate(start)].tolist() == [0.0, 0.0]
+    assert nearest.graph.locate(torch.tensor([5.0, 5.0])) == -1  # near no landmark
+    path, via = nearest.graph.route(start, goal)
+    assert float(nearest.graph.nodes[path][:, 1].max()) == pytest.approx(1.0) and via > 20  # round the top
+    first = nearest._subgoal(start, goal)
+    assert float(first[1]) > 0.1 and float(first[0]) == 0.0  # up the left arm, not across
+    top_node = next(int(i) for i in path if float(nearest.graph.nodes[i][1]) == 1.0)
+    at_top = nearest._subgoal(nearest.graph.nodes[top_node] + 0.01, goal)  # at a landmark of the route: past it
+    assert nearest._route_nodes[0] in path[path.index(top_node) + 1:] and float(at_top[1]) < 1.0
+    assert nearest.graph.route(torch.tensor([0.3, 0.01]), goal)[0] == []  # at the goal's landmark: straight
+    with pytest.raises(ValueError, match="ends"):
+        HierarchyConfig(ends="nearest")  # learned edges: no labels to match
