@@ -94,6 +94,15 @@ def slow_features(latents: Tensor, episodes: Tensor, count: int, eps: float = 1e
 
 
 @torch.no_grad()
+def label_visits(latents: Tensor, nodes: Tensor, steps: StepsFn, radius: float, node_keys: Tensor,
+                 key: Callable[[Tensor], Tensor]) -> Tensor:
+    """The landmark [M] (long) each latent of latents [M, D] is at: its nearest in the key (``node_keys``
+    = ``key(nodes)``), when ``steps`` rates the two at most ``radius`` apart both ways; else -1."""
+    label = torch.cdist(key(latents), node_keys).argmin(1)
+    near = (steps(latents, nodes[label]) <= radius) & (steps(nodes[label], latents) <= radius)
+    return torch.where(near, label, torch.full_like(label, -1))
+
+
 def experience_weights(nodes: Tensor, latents: Tensor, episodes: Tensor, steps: StepsFn, max_edge: float,
                        radius: float, reversible: bool = False, chunk: int = 4096,
                        blocked: Tensor | None = None, key: Callable[[Tensor], Tensor] | None = None) -> Tensor:
@@ -115,13 +124,9 @@ def experience_weights(nodes: Tensor, latents: Tensor, episodes: Tensor, steps: 
     if blocked is not None and blocked.shape != latents.shape[:1]:
         raise ValueError(f"blocked must be [M] = [{latents.shape[0]}], got {tuple(blocked.shape)}")
     n = nodes.shape[0]
-    labels = []
     key = key or (lambda z: z)
     node_keys = key(nodes)
-    for part in latents.split(chunk):
-        label = torch.cdist(key(part), node_keys).argmin(1)
-        near = (steps(part, nodes[label]) <= radius) & (steps(nodes[label], part) <= radius)
-        labels.append(torch.where(near, label, torch.full_like(label, -1)))
+    labels = [label_visits(part, nodes, steps, radius, node_keys, key) for part in latents.split(chunk)]
     label = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long, device=nodes.device)
     episodes = episodes.to(label.device)
     m = label.shape[0]
@@ -157,6 +162,7 @@ class LandmarkGraph:
         # with a key (e.g. slow_features): a latent joins the graph at its nearest landmark in the key,
         # as visited latents are labelled for experience edges; None: wherever `steps` rates it near
         self.key = key
+        self._node_keys = None if key is None else key(nodes)
         n = nodes.shape[0]
         if weights is not None:
             if weights.shape != (n, n):
@@ -205,8 +211,9 @@ class LandmarkGraph:
         is), and the agent heads straight for the goal only when it is that near or no route exists.
         """
         n = len(self)
-        to_nodes = self._at(z, self.steps(z.expand(n, -1), self.nodes).float())
-        from_nodes = self._at(z_goal, self.steps(self.nodes, z_goal.expand(n, -1)).float())
+        start, end = self.locate(z), self.locate(z_goal)
+        to_nodes = self._at(start, self.steps(z.expand(n, -1), self.nodes).float())
+        from_nodes = self._at(end, self.steps(self.nodes, z_goal.expand(n, -1)).float())
         if self.avoid is not None:  # a route neither enters nor leaves the graph at an avoided landmark
             to_nodes, from_nodes = (torch.where(self.avoid, torch.full_like(x, math.inf), x)
                                     for x in (to_nodes, from_nodes))
@@ -216,7 +223,6 @@ class LandmarkGraph:
         best = int(total.argmin())
         via = float(total.flatten()[best])
         near = direct <= self.trusted if self.trusted is not None else direct <= self.max_edge and direct <= via
-        start, end = self.locate(z), self.locate(z_goal)
         if start >= 0 and end >= 0:  # both ends located: straight to the goal only from its own landmark
             near = start == end
         if not math.isfinite(via) or near:
@@ -228,7 +234,7 @@ class LandmarkGraph:
         """Which landmarks [N] (bool) a route from latent z [D] can reach: those joined to the landmarks
         z is near (as ``route`` joins z to the graph) by a chain of edges. All of them when z is near
         none: then nothing is known to be out of reach."""
-        steps = self._at(z, self.steps(z.expand(len(self), -1), self.nodes).float())
+        steps = self._at(self.locate(z), self.steps(z.expand(len(self), -1), self.nodes).float())
         near = torch.isfinite(self._ends(steps))
         if not bool(near.any()):
             return torch.ones_like(near)
@@ -245,13 +251,12 @@ class LandmarkGraph:
         maze, BENCHMARKS.md); the nearest place is on the agent's side of the wall."""
         if self.key is None or self.trusted is None:
             return -1
-        i = int(torch.cdist(self.key(z[None]), self.key(self.nodes)).argmin())
-        pair = torch.stack([z, self.nodes[i]])
-        return i if bool((self.steps(pair, pair.flip(0)) <= self.trusted).all()) else -1
+        return int(label_visits(z[None], self.nodes, self.steps, self.trusted, self._node_keys, self.key)[0])
 
-    def _at(self, z: Tensor, steps: Tensor) -> Tensor:
-        """Learned steps between z and every landmark, kept only at the landmark z is at (``locate``)."""
-        i = self.locate(z)
+    @staticmethod
+    def _at(i: int, steps: Tensor) -> Tensor:
+        """Learned steps between a latent and every landmark, kept only at landmark i, where the latent
+        is (``locate``; all of them when i is -1)."""
         if i < 0:
             return steps
         out = torch.full_like(steps, math.inf)
