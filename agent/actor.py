@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agent.adaptation import ResidualMemory
 from agent.cost import CostModule
 from agent.guardrails import GuardrailSet
 from agent.memory import ShortTermMemory
@@ -67,11 +68,13 @@ class MPCActor:
     def __init__(self, model: JEPAWorldModel, planner: Planner, cost: CostModule, replan_every: int = 1,
                  device: torch.device | str = "cpu", memory: int = 16, guardrails: GuardrailSet | None = None,
                  fallback: Callable[[Any], np.ndarray] | None = None, mode: str = "plan",
-                 least_violation: bool = False):
+                 least_violation: bool = False, adaptation: ResidualMemory | None = None):
         if replan_every < 1:
             raise ValueError(f"replan_every must be >= 1, got {replan_every}")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode == "reactive" and adaptation is not None:
+            raise ValueError("mode 'reactive' does not plan: a residual memory (adaptation) has nothing to correct")
         if mode == "reactive" and (model.policy is None or guardrails is not None):
             raise ValueError("mode 'reactive' acts with the world model's mode-1 policy alone: it needs one "
                              "(world_model.policy_hidden > 0) and no guardrails (only plans are checked against them)")
@@ -89,6 +92,10 @@ class MPCActor:
         self.last_plan: Plan | None = None
         self.plan_ms: list[float] = []
         self._queue: list[tuple[np.ndarray, bool | None]] = []
+        # with a residual memory the planner rolls out the model corrected by this episode's misses;
+        # every step is then encoded, to compare with what the model predicted for the last action
+        self.adaptation = adaptation
+        self._last_step: tuple[torch.Tensor, np.ndarray] | None = None
 
     def _tensor(self, obs: Any) -> torch.Tensor:
         return torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
@@ -106,6 +113,9 @@ class MPCActor:
         self._queue = []
         self.last_plan = None
         self.predicted_violation = None
+        self._last_step = None
+        if self.adaptation is not None:
+            self.adaptation.clear()
         if self.guardrails is not None:
             self.guardrails.last_action = None
 
@@ -121,12 +131,21 @@ class MPCActor:
                 action = self.model.policy(self.model.encode(self._tensor(obs))).cpu().numpy()
             self.plan_ms.append(1e3 * (time.perf_counter() - start))
             return np.asarray(action, dtype=np.float32)
-        if not self._queue:
-            start = time.perf_counter()
+        z = None
+        if self.adaptation is not None:
             with torch.no_grad():
                 z = self.model.encode(self._tensor(obs))
+            if self._last_step is not None:
+                last_z, last_action = self._last_step
+                self.adaptation.observe(last_z, torch.as_tensor(last_action, device=self.device), z)
+        if not self._queue:
+            start = time.perf_counter()
+            if z is None:
+                with torch.no_grad():
+                    z = self.model.encode(self._tensor(obs))
             self.cost.z_start = z.reshape(-1)
-            plan = self.planner.plan(z, self.model.rollout, self.cost, self.guardrails)
+            dynamics = self.model.rollout if self.adaptation is None else self.adaptation.rollout
+            plan = self.planner.plan(z, dynamics, self.cost, self.guardrails)
             actions = plan.actions.detach().cpu().numpy()
             if self.guardrails is None:
                 self._queue = [(a, None) for a in actions[: self.replan_every]]
@@ -139,6 +158,8 @@ class MPCActor:
             self.last_plan = plan
             self.memory.push(obs, z.detach().cpu().numpy(), self._queue[0][0])
         action, self.predicted_violation = self._queue.pop(0)
+        if self.adaptation is not None:
+            self._last_step = (z, action)
         if self.guardrails is not None:
             self.guardrails.last_action = torch.as_tensor(action, dtype=torch.float32, device=self.device)
         return np.asarray(action, dtype=np.float32)

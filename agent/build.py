@@ -12,6 +12,7 @@ import torch
 
 import envs
 from agent.actor import MPCActor, policy_proposal
+from agent.adaptation import AdaptationConfig, ResidualMemory
 from agent.cost import (
     CRITIC_TERM,
     PENALTY_TERM,
@@ -122,9 +123,12 @@ def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device
                              "world_model.value_hidden > 0 when training")
         plan = HierarchicalPlanner(plan, HierarchyConfig(**cfg.hierarchy), steps=model.cost_to_go,
                                    coarse=model.coarse, seed=cfg.seed)
+    adaptation = None  # the reactive mode-1 policy plans nothing for a residual memory to correct
+    if cfg.adaptation is not None and mode == "plan":
+        adaptation = ResidualMemory(model.predict, AdaptationConfig(**cfg.adaptation))
     return MPCActor(model, plan, cost, replan_every=cfg.training.replan_every, device=device,
                     guardrails=None if soft else guardrails, fallback=fallback, mode=mode,
-                    least_violation=cfg.guardrail_fallback == "least_violation")
+                    least_violation=cfg.guardrail_fallback == "least_violation", adaptation=adaptation)
 
 
 @torch.no_grad()

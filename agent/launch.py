@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from agent.adaptation import AdaptationConfig
 from agent.cost import READOUT_PREFIX, TERM_NAMES, unknown_terms
 from agent.exploration import RANDOM_ACTIONS
 from agent.guardrails import make_guardrail
@@ -133,6 +134,9 @@ class LaunchConfig:
     # replan_every): subgoals routed over a landmark graph of visited latents, the planner above
     # going to the current one. Needs the learned cost-to-go (world_model.value_hidden > 0). None: flat.
     hierarchy: dict[str, Any] | None = None
+    # Decision-time correction of the world model by this episode's own prediction misses
+    # (agent.adaptation.AdaptationConfig: size, latent_scale, action_scale). None: the model as trained.
+    adaptation: dict[str, Any] | None = None
     # Decision-time settings for evaluation only (`oda eval` / `record` / `benchmark` and the trainer's
     # periodic evaluations), applied before any command-line override: e.g. an agent trained with the
     # flat planner that plans over a hierarchy once trained. Keys: those of EVAL_OVERRIDABLE.
@@ -283,6 +287,12 @@ def _check_ranges(obj: Any, path: tuple[str, ...], source: str) -> None:
             except (TypeError, ValueError) as err:
                 raise ValueError(f"{source}: 'hierarchy': {err} (valid keys: "
                                  f"{', '.join(f.name for f in dataclasses.fields(HierarchyConfig))})") from None
+        if obj.adaptation is not None:
+            try:
+                AdaptationConfig(**obj.adaptation)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{source}: 'adaptation': {err} (valid keys: "
+                                 f"{', '.join(f.name for f in dataclasses.fields(AdaptationConfig))})") from None
         if obj.guardrail_mode not in GUARDRAIL_MODES:
             raise bad("guardrail_mode", f"must be one of {GUARDRAIL_MODES}")
         if obj.guardrail_fallback not in GUARDRAIL_FALLBACKS:
@@ -368,7 +378,7 @@ def load_launch(path: str | Path, overrides: list[str] | dict | None = None) -> 
 
 #: what may change at evaluation time without retraining (the world model and its inputs may not)
 EVAL_OVERRIDABLE = ("guardrails", "guardrail_mode", "guardrail_horizon", "guardrail_fallback", "cost", "env.kwargs",
-                    "planner", "training.replan_every", "hierarchy")
+                    "planner", "training.replan_every", "hierarchy", "adaptation")
 
 
 def _eval_overridable(key: str) -> bool:

@@ -12,7 +12,7 @@ import torch
 from agent.build import make_actor, make_env
 from agent.checkpoint import latest_checkpoint
 from agent.cli import main
-from agent.launch import load_launch
+from agent.launch import eval_overrides, load_launch
 from agent.snapshot import load_agent
 from agent.trainer import Trainer
 
@@ -322,3 +322,24 @@ def test_seeding_with_the_tasks_play_policy(tmp_path):
     with pytest.raises(ValueError, match=r"seed_policy=play: oda/PointMaze-v0 has no play policy"):
         maze.train()
     assert maze.replay.num_steps == 0
+
+
+def test_a_residual_memory_is_chosen_at_evaluation_time_and_remembers_every_executed_step(trained_run, capsys):
+    """adaptation={...} at eval: the actor compares each observed latent with the model's prediction for its
+    last action, one miss per executed step, cleared with the episode; the CLI evaluates with it."""
+    cfg, model = load_agent(trained_run / "step_00000240", torch.device("cpu"))
+    cfg = eval_overrides(cfg, ["adaptation={size: 8}", "training.replan_every=2"])
+    env = make_env(cfg)
+    actor = make_actor(cfg, model, 2, torch.device("cpu"), env=env)
+    obs, _ = env.reset(seed=5)
+    actor.reset(env.unwrapped.goal_observation())
+    for step in range(5):
+        obs, *_ = env.step(actor.act(obs))
+        assert len(actor.adaptation) == step  # the first action had no next latent yet when taken
+    actor.reset(env.unwrapped.goal_observation())
+    assert len(actor.adaptation) == 0
+    capsys.readouterr()
+    assert main(["eval", str(trained_run), "adaptation={size: 16, latent_scale: 0.1}", "--episodes=1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["episodes"] == 1
+    assert main(["eval", str(trained_run), "adaptation={size: 0}", "--episodes", "1"]) == 2
+    assert "size must be an int >= 1" in capsys.readouterr().err
