@@ -164,6 +164,13 @@ class MPCActor:
             self.guardrails.last_action = torch.as_tensor(action, dtype=torch.float32, device=self.device)
         return np.asarray(action, dtype=np.float32)
 
+    def executed(self, action: np.ndarray | None) -> None:
+        """Tell the actor what was done after its last ``act``: the action actually taken (a trainer adds
+        exploration noise) or None when the step was not its own (a random step); the residual memory then
+        compares the next observation with the prediction for that action, or skips the step."""
+        if self._last_step is not None:
+            self._last_step = None if action is None else (self._last_step[0], np.asarray(action, np.float32))
+
     @torch.no_grad()
     def _fallback(self, obs: Any, z: torch.Tensor, plan: Plan) -> tuple[np.ndarray, bool]:
         """The safe fallback action and whether the model predicts a violation at the next step; with

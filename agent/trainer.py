@@ -151,6 +151,7 @@ class Trainer:
                     self.explore.reset()  # from here: the random walk starts afresh
                     if not wander:
                         self._head_for(obs, frontiers)
+                planned = not wander
                 if wander:  # go, then explore: random steps from the frontier reached, then the next one
                     action, wander = self.explore(obs), wander - 1
                     if not wander:
@@ -159,6 +160,7 @@ class Trainer:
                     action, heading = self.actor.act(obs), heading + 1
                 noise = t.exploration_noise * self.rng.standard_normal(self.action_dim)
                 action = np.clip(action + noise, -1.0, 1.0).astype(np.float32)
+                self.actor.executed(action if planned else None)  # what the residual memory learns from
             t1 = time.perf_counter()
             obs, reward, terminated, truncated, info = self.env.step(action)
             observations.append(obs)

@@ -336,6 +336,10 @@ def test_a_residual_memory_is_chosen_at_evaluation_time_and_remembers_every_exec
     for step in range(5):
         obs, *_ = env.step(actor.act(obs))
         assert len(actor.adaptation) == step  # the first action had no next latent yet when taken
+    actor.executed(None)  # the last step was not the actor's (a trainer's random step): nothing to learn from
+    obs, *_ = env.step(env.action_space.sample())
+    actor.act(obs)
+    assert len(actor.adaptation) == 4
     actor.reset(env.unwrapped.goal_observation())
     assert len(actor.adaptation) == 0
     capsys.readouterr()
@@ -343,3 +347,18 @@ def test_a_residual_memory_is_chosen_at_evaluation_time_and_remembers_every_exec
     assert json.loads(capsys.readouterr().out)["episodes"] == 1
     assert main(["eval", str(trained_run), "adaptation={size: 0}", "--episodes", "1"]) == 2
     assert "size must be an int >= 1" in capsys.readouterr().err
+
+
+def test_training_with_a_residual_memory_learns_only_from_the_steps_it_planned(tmp_path):
+    """Training adds exploration noise to the planned action: the memory compares the next latent with the
+    prediction for the noisy action actually taken, so every remembered miss is one the model made."""
+    cfg = load_launch(LAUNCH, [*TINY, "adaptation={size: 500}", "training.steps=200", "training.eval_every=0",
+                               f"run_dir={tmp_path / 'r'}"])
+    trainer = Trainer(cfg, progress=False)
+    trainer.train()
+    mem = trainer.actor.adaptation
+    assert len(mem) == 40 - 1  # the last training episode: every step but the first
+    assert cfg.training.exploration_noise > 0
+    taken = trainer.replay._actions  # the replay holds the actions executed, noise included
+    for a in mem._a.numpy():
+        assert np.all(taken == a, axis=1).any(), "a remembered action was not one the agent executed"
