@@ -77,12 +77,14 @@ class ResidualMemory:
     def correction(self, z: Tensor, a: Tensor) -> Tensor:
         """The kernel-weighted remembered residual for latents ``z`` [..., D] and actions ``a`` [..., A]."""
         cfg = self.config
-        q = torch.cat([z / cfg.latent_scale, a.to(z) / cfg.action_scale], dim=-1).reshape(-1, z.shape[-1] + a.shape[-1])
-        k = torch.cat([self._z.to(z) / cfg.latent_scale, self._a.to(z) / cfg.action_scale], dim=-1)
-        d2 = (q.square().sum(-1, keepdim=True) - 2.0 * q @ k.T + k.square().sum(-1)).clamp(min=0.0)  # [M, K]
-        w = torch.exp(-0.5 * d2)
-        corr = (w @ self._r.to(z)) / w.sum(dim=-1, keepdim=True).clamp(min=1.0)  # one miss weighs at most 1
-        return corr.reshape(z.shape)
+        with torch.autocast(device_type=z.device.type, enabled=False):  # distances by expansion need float32
+            zf, af = z.float(), a.float()
+            q = torch.cat([zf / cfg.latent_scale, af / cfg.action_scale], dim=-1).reshape(-1, z.shape[-1] + a.shape[-1])
+            k = torch.cat([self._z.to(zf) / cfg.latent_scale, self._a.to(zf) / cfg.action_scale], dim=-1)
+            d2 = (q.square().sum(-1, keepdim=True) - 2.0 * q @ k.T + k.square().sum(-1)).clamp(min=0.0)  # [M, K]
+            w = torch.exp(-0.5 * d2)
+            corr = (w @ self._r.to(zf)) / w.sum(dim=-1, keepdim=True).clamp(min=1.0)  # one miss weighs at most 1
+        return corr.reshape(z.shape).to(z.dtype)
 
     def predict(self, z: Tensor, a: Tensor) -> Tensor:
         """One corrected step: z [..., D], a [..., A] -> z' [..., D] (the model's own when nothing is remembered)."""
