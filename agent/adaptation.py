@@ -27,6 +27,7 @@ from torch import Tensor
 
 from planners.base import check_float, check_int
 from world_models.encoders import normalize_latent
+from world_models.predictor import rollout
 
 
 @dataclass
@@ -95,11 +96,4 @@ class ResidualMemory:
 
     def rollout(self, z0: Tensor, actions: Tensor) -> Tensor:
         """z0 [N, D], actions [N, H, A] -> corrected latents [N, H, D], as ``JEPAWorldModel.rollout``."""
-        if z0.dim() != 2 or actions.dim() != 3 or actions.shape[0] != z0.shape[0]:
-            raise ValueError(f"rollout expects z0 [N, D] and actions [N, H, A] with the same N, "
-                             f"got z0 {tuple(z0.shape)} and actions {tuple(actions.shape)}")
-        z, out = z0, []
-        for t in range(actions.shape[1]):
-            z = self.predict(z, actions[:, t])
-            out.append(z)
-        return torch.stack(out, dim=1) if out else z0.new_zeros(z0.shape[0], 0, z0.shape[1])
+        return rollout(self.predict, z0, actions)

@@ -281,18 +281,13 @@ def _check_ranges(obj: Any, path: tuple[str, ...], source: str) -> None:
             raise bad("guardrail_horizon", "must be an int >= 1 or null")
         if obj.training.explore_frontier > 0 and obj.hierarchy is None:
             raise ValueError(f"{source}: 'training.explore_frontier' heads for landmarks: it needs a 'hierarchy'")
-        if obj.hierarchy is not None:
-            try:
-                HierarchyConfig(**obj.hierarchy)
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"{source}: 'hierarchy': {err} (valid keys: "
-                                 f"{', '.join(f.name for f in dataclasses.fields(HierarchyConfig))})") from None
-        if obj.adaptation is not None:
-            try:
-                AdaptationConfig(**obj.adaptation)
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"{source}: 'adaptation': {err} (valid keys: "
-                                 f"{', '.join(f.name for f in dataclasses.fields(AdaptationConfig))})") from None
+        for name, section in (("hierarchy", HierarchyConfig), ("adaptation", AdaptationConfig)):
+            if getattr(obj, name) is not None:
+                try:
+                    section(**getattr(obj, name))
+                except (TypeError, ValueError) as err:
+                    raise ValueError(f"{source}: '{name}': {err} (valid keys: "
+                                     f"{', '.join(f.name for f in dataclasses.fields(section))})") from None
         if obj.guardrail_mode not in GUARDRAIL_MODES:
             raise bad("guardrail_mode", f"must be one of {GUARDRAIL_MODES}")
         if obj.guardrail_fallback not in GUARDRAIL_FALLBACKS:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -37,14 +39,20 @@ class ResidualPredictor(nn.Module):
 
     def rollout(self, z0: Tensor, actions: Tensor) -> Tensor:
         """z0 [N, D], actions [N, H, A] -> predicted latents [N, H, D] (z_1 .. z_H; z0 not included)."""
-        if z0.dim() != 2 or actions.dim() != 3 or actions.shape[0] != z0.shape[0]:
-            raise ValueError(f"rollout expects z0 [N, D] and actions [N, H, A] with the same N, "
-                             f"got z0 {tuple(z0.shape)} and actions {tuple(actions.shape)}")
-        z = z0
-        out = []
-        for t in range(actions.shape[1]):
-            z = self(z, actions[:, t])
-            out.append(z)
-        if not out:
-            return z0.new_zeros(z0.shape[0], 0, z0.shape[1])
-        return torch.stack(out, dim=1)
+        return rollout(self, z0, actions)
+
+
+def rollout(step: Callable[[Tensor, Tensor], Tensor], z0: Tensor, actions: Tensor) -> Tensor:
+    """Loop a one-step latent model ``step(z [N, D], a [N, A]) -> z'`` over actions [N, H, A] from z0 [N, D]
+    -> latents [N, H, D] (z_1 .. z_H); differentiable w.r.t. the actions and z0."""
+    if z0.dim() != 2 or actions.dim() != 3 or actions.shape[0] != z0.shape[0]:
+        raise ValueError(f"rollout expects z0 [N, D] and actions [N, H, A] with the same N, "
+                         f"got z0 {tuple(z0.shape)} and actions {tuple(actions.shape)}")
+    z = z0
+    out = []
+    for t in range(actions.shape[1]):
+        z = step(z, actions[:, t])
+        out.append(z)
+    if not out:
+        return z0.new_zeros(z0.shape[0], 0, z0.shape[1])
+    return torch.stack(out, dim=1)
