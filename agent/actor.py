@@ -144,8 +144,7 @@ class MPCActor:
                 with torch.no_grad():
                     z = self.model.encode(self._tensor(obs))
             self.cost.z_start = z.reshape(-1)
-            dynamics = self.model.rollout if self.adaptation is None else self.adaptation.rollout
-            plan = self.planner.plan(z, dynamics, self.cost, self.guardrails)
+            plan = self.planner.plan(z, self._dynamics, self.cost, self.guardrails)
             actions = plan.actions.detach().cpu().numpy()
             if self.guardrails is None:
                 self._queue = [(a, None) for a in actions[: self.replan_every]]
@@ -164,6 +163,12 @@ class MPCActor:
             self.guardrails.last_action = torch.as_tensor(action, dtype=torch.float32, device=self.device)
         return np.asarray(action, dtype=np.float32)
 
+    @property
+    def _dynamics(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The rollout plans and the fallback's check are predicted with: the model's, or the model's corrected
+        by the episode's misses (a fallback judged by the uncorrected model could walk into a miss it saw)."""
+        return self.model.rollout if self.adaptation is None else self.adaptation.rollout
+
     def executed(self, action: np.ndarray | None) -> None:
         """Tell the actor what was done after its last ``act``: the action actually taken (a trainer adds
         exploration noise) or None when the step was not its own (a random step); the residual memory then
@@ -180,7 +185,7 @@ class MPCActor:
         action = (np.zeros(self.planner.action_dim, np.float32) if self.fallback is None
                   else np.asarray(self.fallback(obs), dtype=np.float32))
         a = torch.as_tensor(action, device=self.device).reshape(1, 1, -1)
-        violation = float(self.guardrails.per_step(self.model.rollout(z.reshape(1, -1), a), a)[0, 0])
+        violation = float(self.guardrails.per_step(self._dynamics(z.reshape(1, -1), a), a)[0, 0])
         if self.least_violation and violation > 0:
             first = plan.actions[:1].reshape(1, 1, -1)
             planned = float(self.guardrails.per_step(plan.latents[:1].reshape(1, 1, -1), first)[0, 0])

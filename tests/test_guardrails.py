@@ -253,6 +253,35 @@ def test_a_start_inside_the_margin_brakes_for_good_unless_the_least_violation_ru
         assert float((state[:2] - goal).norm()) < 0.1
 
 
+def test_with_a_residual_memory_the_fallback_is_judged_by_the_corrected_model():
+    """A current the model does not know carries the point 0.03 per step toward a disc it rests 0.01 from:
+    no action can keep it out, so the actor falls back to braking. The memory of the current's misses
+    predicts that the brake violates (the uncorrected model would call it safe, and the confusion counts
+    would score a 'predicted safe, actually violated' step)."""
+    from agent.actor import MPCActor
+    from agent.adaptation import AdaptationConfig, ResidualMemory
+    from agent.cost import CostModule
+    from planners import make_planner
+
+    model, drift = PointMassModel(), torch.tensor([0.03, 0.0, 0.0, 0.0])
+    rails = GuardrailSet([{"type": "keep_out", "key": "xy", "center": [0.6, 0.0], "radius": 0.15}],
+                         model.readout, model.readout_keys)
+    state = torch.tensor([0.44, 0.0, 0.0, 0.0])
+    memory = ResidualMemory(model.step, AdaptationConfig(size=32, latent_scale=0.5, action_scale=5.0), project=None)
+    actor = MPCActor(model, make_planner("mppi", 2, seed=0, horizon=8, samples=64, iterations=2),
+                     CostModule({"goal": 1.0, "goal_final": 1.0}), guardrails=rails, fallback=_brake,
+                     adaptation=memory)
+    actor.reset(torch.tensor([0.6, 0.0, 0.0, 0.0]))
+    for _ in range(20):  # the misses it saw at rest here (a reset clears the memory: seeded after it)
+        memory.observe(state, torch.zeros(2), model.step(state, torch.zeros(2)) + drift)
+    action = actor.act(state)
+    assert actor.fallbacks == 1 and not actor.last_plan.feasible
+    np.testing.assert_array_equal(action, np.zeros(2, np.float32))  # the brake at rest
+    assert actor.predicted_violation is True
+    actual = model.step(state, torch.as_tensor(action)) + drift
+    assert float((actual[:2] - torch.tensor([0.6, 0.0])).norm()) < 0.15  # and so it is
+
+
 def test_readout_error_calibration_measures_the_models_error_per_step():
     from agent.calibration import readout_errors
 
