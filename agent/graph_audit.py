@@ -9,6 +9,10 @@ a *wormhole* when the maze's shortest path between the two landmarks' cells is m
 only a way through a wall would allow. Then the shortest routes between random landmark pairs
 are checked: how many use a wormhole, how many pairs the graph cannot join. Prints one JSON object.
 
+With ``--eval FILE`` (the output of ``oda eval --json --per-episode`` for the same checkpoint), the
+evaluation episodes are sorted by whether their start and goal cells were ever visited in the replay,
+with the successes of each kind: how many failures a graph read from experience could not have routed.
+
 Where the graph falls apart, it says whether the experience did too: ``graph_parts`` are the
 landmark sets joined by routes, ``cell_groups`` the visited cells joined by the agent's episodes
 (one step from one cell into the next joins them). A graph read from experience cannot join what
@@ -58,7 +62,25 @@ def cell_groups(cells: np.ndarray, lengths: list[int]) -> dict[tuple[int, int], 
     return {c: names[r] for c, r in roots.items()}
 
 
-def audit(checkpoint: str, overrides: list[str], pairs: int = 400, seed: int = 0) -> dict:
+def episode_coverage(env, visited: set[tuple[int, int]], per_episode: list[dict]) -> dict[str, dict[str, int]]:
+    """Evaluation episodes (``oda eval --per-episode`` records: their ``seed`` and ``success``) by whether
+    the replay ever visited their start and goal cells -> {kind: {"episodes": n, "success": k}}."""
+    task = env.unwrapped.task
+    out: dict[str, dict[str, int]] = {}
+    for record in per_episode:
+        _, info = env.reset(seed=int(record["seed"]))
+        start, goal = (tuple(int(v) for v in task.layout.xy_to_cell(info["measurements"][k], task.cell_size))
+                       for k in ("agent_xy", "goal_xy"))
+        kind = {(True, True): "both_visited", (False, True): "start_unvisited", (True, False): "goal_unvisited",
+                (False, False): "neither_visited"}[(start in visited, goal in visited)]
+        tally = out.setdefault(kind, {"episodes": 0, "success": 0})
+        tally["episodes"] += 1
+        tally["success"] += bool(record["success"])
+    return out
+
+
+def audit(checkpoint: str, overrides: list[str], pairs: int = 400, seed: int = 0,
+          episodes: list[dict] | None = None) -> dict:
     cfg, model = load_agent(checkpoint, torch.device("cpu"))
     cfg = eval_overrides(cfg, overrides)
     env = make_env(cfg)
@@ -97,6 +119,8 @@ def audit(checkpoint: str, overrides: list[str], pairs: int = 400, seed: int = 0
     visited = np.array([task.layout.xy_to_cell(p, task.cell_size) for p in state["meas/agent_xy"]])
     groups = cell_groups(visited, [int(k) for k in state["episode_lengths"]])
     group_sizes = np.bincount(list(groups.values()))
+    free = [tuple(int(v) for v in c) for c in task.layout.free_cells()]
+    coverage = {} if episodes is None else {"episodes_by_coverage": episode_coverage(env, set(groups), episodes)}
     return {"checkpoint": str(checkpoint), "edges_kind": actor.planner.config.edges, "landmarks": n,
             "edges": int(edges.sum()), "wormholes": int(wormholes.sum()),
             "wormhole_share": round(float(wormholes.sum() / max(edges.sum(), 1)), 4),
@@ -105,7 +129,8 @@ def audit(checkpoint: str, overrides: list[str], pairs: int = 400, seed: int = 0
             "graph_parts": int(len(set(parts.tolist()))), "largest_part_landmarks": int((parts == largest).sum()),
             "largest_part_cells": len({c for c, p in zip(cells, parts, strict=True) if p == largest}),
             "visited_cells": len(groups), "cell_groups": len(group_sizes),
-            "largest_cell_group": int(group_sizes.max())}
+            "largest_cell_group": int(group_sizes.max()),
+            "unvisited_cells": [list(c) for c in free if c not in groups], **coverage}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,8 +139,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="key=value, as for oda eval (e.g. a hierarchy)")
     p.add_argument("--pairs", type=int, default=400, help="random landmark pairs whose routes are checked")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval", metavar="FILE", help="oda eval --json --per-episode output for this checkpoint: "
+                   "its episodes sorted by whether their start and goal cells were visited")
     args = p.parse_args(argv)
-    print(json.dumps(audit(args.checkpoint, args.overrides, args.pairs, args.seed)))
+    episodes = None
+    if args.eval:
+        with open(args.eval) as f:
+            record = json.load(f)
+        if "per_episode" not in record:
+            raise SystemExit(f"{args.eval}: no 'per_episode' list (run oda eval with --json --per-episode)")
+        episodes = record["per_episode"]
+    print(json.dumps(audit(args.checkpoint, args.overrides, args.pairs, args.seed, episodes)))
     return 0
 
 

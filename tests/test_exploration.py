@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from agent.exploration import RunAndTumble, StickyRandomActions, coverage, main, make_random_actions
-from agent.graph_audit import cell_groups
+from agent.graph_audit import cell_groups, episode_coverage
 from agent.launch import load_launch
 from agent.trainer import Trainer
 from envs import make
@@ -166,3 +166,21 @@ def test_cell_groups_join_the_cells_an_episode_went_between():
     assert groups[(0, 0)] == groups[(0, 1)] != groups[(5, 5)] == groups[(5, 6)] != groups[(9, 9)]
     joined = cell_groups(np.concatenate([cells, [(0, 1), (5, 5)]]), [3, 3, 2, 2])
     assert len(set(joined.values())) == 2 and joined[(0, 0)] == joined[(5, 6)]
+
+
+def test_evaluation_episodes_are_sorted_by_whether_their_start_and_goal_cells_were_visited():
+    env = make("oda/PointMaze-v0", layout="4x4")
+    task = env.unwrapped.task
+    cells = []
+    for seed in (1_000_000, 1_000_001):
+        _, info = env.reset(seed=seed)
+        cells.append([tuple(int(v) for v in task.layout.xy_to_cell(info["measurements"][k], task.cell_size))
+                      for k in ("agent_xy", "goal_xy")])
+    (start0, goal0), (start1, goal1) = cells
+    records = [{"seed": 1_000_000, "success": True}, {"seed": 1_000_001, "success": False}]
+    visited = {start0, goal0} - {start1, goal1}
+    assert {start0, goal0} <= visited, "the two episodes share a cell: choose other seeds"
+    assert episode_coverage(env, visited, records) == {"both_visited": {"episodes": 1, "success": 1},
+                                                       "neither_visited": {"episodes": 1, "success": 0}}
+    assert episode_coverage(env, visited | {start1}, records)["goal_unvisited"] == {"episodes": 1, "success": 0}
+    assert episode_coverage(env, visited | {goal1}, records)["start_unvisited"] == {"episodes": 1, "success": 0}

@@ -304,10 +304,15 @@ def test_hierarchical_agent_trains_and_evaluates_through_the_cli(tmp_path, capsy
     assert main(["eval", str(run), "hierarchy=null", "--episodes", "1", "--json"]) == 0  # the same agent, flat
     assert json.loads(capsys.readouterr().out)["episodes"] == 1
     experience = "hierarchy={landmarks: 16, max_edge: 20.0, reach: 20.0, edges: experience, reversible: true}"
-    assert main(["eval", str(run), experience, "--episodes", "1", "--json"]) == 0  # edges from the replay's episodes
-    assert json.loads(capsys.readouterr().out)["episodes"] == 1
-    report = audit(str(next(run.glob("step_*"))), [experience])
+    assert main(["eval", str(run), experience, "--episodes", "2", "--json", "--per-episode"]) == 0  # edges from
+    evaluated = json.loads(capsys.readouterr().out)  # the replay's episodes
+    report = audit(str(next(run.glob("step_*"))), [experience], episodes=evaluated["per_episode"])
     assert report["edges_kind"] == "experience" and report["landmarks"] == 16 and report["edges"] > 0
+    by_coverage = report["episodes_by_coverage"]  # each evaluation episode sorted by its start and goal cells
+    assert sum(k["episodes"] for k in by_coverage.values()) == 2
+    assert sum(k["success"] for k in by_coverage.values()) == round(2 * evaluated["success_rate"])
+    assert set(by_coverage) <= {"both_visited", "start_unvisited", "goal_unvisited", "neither_visited"}
+    assert len(report["unvisited_cells"]) == report["free_cells"] - report["visited_cells"]
     assert report["wormholes"] == 0  # an open room has no wall to jump through
     assert 1 <= report["graph_parts"] <= 16 and report["largest_part_landmarks"] <= 16
     assert report["cell_groups"] >= 1 and report["largest_cell_group"] <= report["visited_cells"]
