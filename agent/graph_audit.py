@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -62,7 +63,7 @@ def cell_groups(cells: np.ndarray, lengths: list[int]) -> dict[tuple[int, int], 
     return {c: names[r] for c, r in roots.items()}
 
 
-def episode_coverage(env, visited: set[tuple[int, int]], per_episode: list[dict]) -> dict[str, dict[str, int]]:
+def episode_coverage(env: gym.Env, visited: set[tuple[int, int]], per_episode: list[dict]) -> dict[str, dict[str, int]]:
     """Evaluation episodes (``oda eval --per-episode`` records: their ``seed`` and ``success``) by whether
     the replay ever visited their start and goal cells -> {kind: {"episodes": n, "success": k}}."""
     task = env.unwrapped.task
