@@ -70,8 +70,7 @@ def episode_coverage(env: gym.Env, visited: set[tuple[int, int]], per_episode: l
     out: dict[str, dict[str, int]] = {}
     for record in per_episode:
         _, info = env.reset(seed=int(record["seed"]))
-        start, goal = (tuple(int(v) for v in task.layout.xy_to_cell(info["measurements"][k], task.cell_size))
-                       for k in ("agent_xy", "goal_xy"))
+        start, goal = (task.layout.xy_to_cell(info["measurements"][k], task.cell_size) for k in ("agent_xy", "goal_xy"))
         kind = {(True, True): "both_visited", (False, True): "start_unvisited", (True, False): "goal_unvisited",
                 (False, False): "neither_visited"}[(start in visited, goal in visited)]
         tally = out.setdefault(kind, {"episodes": 0, "success": 0})
@@ -120,7 +119,6 @@ def audit(checkpoint: str, overrides: list[str], pairs: int = 400, seed: int = 0
     visited = np.array([task.layout.xy_to_cell(p, task.cell_size) for p in state["meas/agent_xy"]])
     groups = cell_groups(visited, [int(k) for k in state["episode_lengths"]])
     group_sizes = np.bincount(list(groups.values()))
-    free = [tuple(int(v) for v in c) for c in task.layout.free_cells()]
     coverage = {} if episodes is None else {"episodes_by_coverage": episode_coverage(env, set(groups), episodes)}
     return {"checkpoint": str(checkpoint), "edges_kind": actor.planner.config.edges, "landmarks": n,
             "edges": int(edges.sum()), "wormholes": int(wormholes.sum()),
@@ -131,7 +129,7 @@ def audit(checkpoint: str, overrides: list[str], pairs: int = 400, seed: int = 0
             "largest_part_cells": len({c for c, p in zip(cells, parts, strict=True) if p == largest}),
             "visited_cells": len(groups), "cell_groups": len(group_sizes),
             "largest_cell_group": int(group_sizes.max()),
-            "unvisited_cells": [list(c) for c in free if c not in groups], **coverage}
+            "unvisited_cells": [list(c) for c in task.layout.free_cells() if c not in groups], **coverage}
 
 
 def main(argv: list[str] | None = None) -> int:
