@@ -14,7 +14,12 @@ the Ant's own ``qpos, qvel, cfrc_ext``). Frames come from a top-down camera over
 Reset options are passed through. OGBench: ``task_id`` in 1..5 picks one of the 5 evaluation
 tasks (a fixed start cell and goal cell; OGBench adds uniform noise of up to +-1 m per axis to
 the start, and to the goal unless built with ``add_noise_to_goal=False``), ``task_info`` a custom
-task, ``render_goal`` OGBench's own goal frame; without ``task_id`` a task is drawn at random.
+task, ``render_goal`` OGBench's own goal frame. Without either, the build option ``tasks`` says
+which task: ``"random"`` (OGBench's own rule: one of the 5 evaluation tasks at random),
+``"evaluation"`` (the 5 in turn by the reset seed: task ``seed % 5 + 1``, so N consecutive
+evaluation seeds cover each task N/5 times) or ``"anywhere"`` (a start cell and a different goal
+cell drawn uniformly from the free cells: for an agent that learns from its own experience and
+must not train on the evaluation goals).
 OGBench draws from the global ``np.random``; this adapter gives each env its own stream, seeded
 by ``reset(seed)``, so episodes are reproducible and the caller's stream is left alone.
 Gymnasium-Robotics: ``goal_cell`` / ``reset_cell`` (``(row, col)`` arrays); build kwargs such as
@@ -40,6 +45,7 @@ from envs.rendering import FrameRenderer
 # Dataset name -> the env's ``max_episode_steps`` (OGBench registers 1000 for point and ant mazes).
 OGBENCH_TASKS = {f"{robot}maze-{size}-navigate-v0": 1000
                  for robot in ("point", "ant") for size in ("medium", "large", "giant", "teleport")}
+OGBENCH_TASK_RULES = ("random", "evaluation", "anywhere")
 # Gymnasium id -> ``max_episode_steps``, as Gymnasium-Robotics registers them.
 ROBOTICS_TASKS = {"PointMaze_UMaze-v3": 300, "PointMaze_Open-v3": 300, "PointMaze_Medium-v3": 600,
                   "PointMaze_Large-v3": 800, "AntMaze_UMaze-v5": 700, "AntMaze_Open-v5": 700,
@@ -169,8 +175,11 @@ class OGBenchMazeEnv(MazeAdapter):
     """An OGBench locomotion maze (navigate tasks), built without downloading any dataset."""
 
     def __init__(self, dataset_name: str, obs: str = "state", image_size: int = 64,
-                 render_mode: str | None = "rgb_array", **env_kwargs: Any):
+                 render_mode: str | None = "rgb_array", tasks: str = "random", **env_kwargs: Any):
         super().__init__(obs=obs, image_size=image_size, render_mode=render_mode)
+        if tasks not in OGBENCH_TASK_RULES:
+            raise ValueError(f"tasks={tasks!r}: must be one of {OGBENCH_TASK_RULES}")
+        self.tasks = tasks
         ogbench = import_optional("ogbench")
         for key in ("ob_type", "use_oracle_rep", "render_mode"):
             if key in env_kwargs:
@@ -207,10 +216,28 @@ class OGBenchMazeEnv(MazeAdapter):
         if seed is not None:
             self._global_rng_state = np.random.RandomState(seed % 2**32).get_state()
             self._env.action_space.seed(seed)  # OGBench takes random steps before computing the goal pose
+        options = self._task_options(seed, options)
         with self._own_global_rng():
             ob, inner = self._env.reset(seed=seed, options=options)
         self._goal_ob = np.asarray(inner["goal"], dtype=np.float64)
         return self._observe(ob.astype(np.float32)), self._info(inner, self._env.compute_success())
+
+    def _task_options(self, seed: int | None, options: dict | None) -> dict | None:
+        """The reset options with the task the ``tasks`` rule picks, unless the caller named one."""
+        options = dict(options or {})
+        if "task_id" in options or "task_info" in options or self.tasks == "random":
+            return options
+        if self.tasks == "evaluation":
+            if seed is None:
+                raise ValueError("tasks='evaluation' picks the task by the reset seed: reset(seed=...) first")
+            options["task_id"] = seed % self._env.num_tasks + 1
+            return options
+        free = np.argwhere(self._env.maze_map == 0)
+        start, goal = self.np_random.choice(len(free), size=2, replace=False)
+        init_ij, goal_ij = tuple(int(v) for v in free[start]), tuple(int(v) for v in free[goal])
+        options["task_info"] = {"task_name": "anywhere", "init_ij": init_ij, "goal_ij": goal_ij,
+                                "init_xy": self._env.ij_to_xy(init_ij), "goal_xy": self._env.ij_to_xy(goal_ij)}
+        return options
 
     def step(self, action: np.ndarray):
         if self._uses_rng_in_step:

@@ -136,6 +136,43 @@ def test_ogbench_task_ids_give_the_five_evaluation_goals():
     fixed.close()
 
 
+def test_ogbench_task_rules_evaluation_in_turn_and_anywhere_off_the_evaluation_tasks():
+    pytest.importorskip("ogbench")
+    turn = envs.make(OG_POINT, tasks="evaluation")
+    ids = []
+    for seed in range(1_000_000, 1_000_010):
+        turn.reset(seed=seed)
+        ids.append(turn.unwrapped.inner.cur_task_id)
+    assert ids == [1, 2, 3, 4, 5] * 2
+    with pytest.raises(ValueError, match="reset seed"):
+        envs.make(OG_POINT, tasks="evaluation").reset()
+    # a caller's own task still wins over the rule
+    turn.reset(seed=1_000_000, options={"task_id": 3})
+    assert turn.unwrapped.inner.cur_task_id == 3
+    turn.close()
+
+    anywhere = envs.make(OG_POINT, tasks="anywhere")
+    inner = anywhere.unwrapped.inner
+    free = {tuple(c) for c in np.argwhere(inner.maze_map == 0)}
+    pairs = set()
+    for seed in range(40):
+        obs, info = anywhere.reset(seed=seed)
+        task = inner.cur_task_info
+        assert inner.cur_task_id is None and task["init_ij"] in free and task["goal_ij"] in free
+        assert task["init_ij"] != task["goal_ij"]
+        # OGBench's noise of up to 1 m per axis around the drawn cells
+        assert np.all(np.abs(obs - np.asarray(inner.ij_to_xy(task["init_ij"]))) <= 1.0 + 1e-6)
+        assert np.all(np.abs(info["desired_goal"] - np.asarray(inner.ij_to_xy(task["goal_ij"]))) <= 1.0 + 1e-6)
+        pairs.add((task["init_ij"], task["goal_ij"]))
+    assert len(pairs) >= 35  # drawn over the whole maze, not the 5 evaluation tasks
+    again, _ = anywhere.reset(seed=7)
+    first, _ = envs.make(OG_POINT, tasks="anywhere").reset(seed=7)
+    np.testing.assert_array_equal(again, first)  # seeded
+    anywhere.close()
+    with pytest.raises(ValueError, match="tasks='everywhere'"):
+        envs.make(OG_POINT, tasks="everywhere")
+
+
 @pytest.mark.parametrize("env_id", [OG_POINT, OG_ANT, RB_POINT])
 def test_goal_observation_is_the_agent_at_the_goal(env_id):
     _need(env_id)
