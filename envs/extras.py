@@ -222,7 +222,7 @@ class OGBenchMazeEnv(MazeAdapter):
         self._goal_ob = np.asarray(inner["goal"], dtype=np.float64)
         return self._observe(ob.astype(np.float32)), self._info(inner, self._env.compute_success())
 
-    def _task_options(self, seed: int | None, options: dict | None) -> dict | None:
+    def _task_options(self, seed: int | None, options: dict | None) -> dict:
         """The reset options with the task the ``tasks`` rule picks, unless the caller named one."""
         options = dict(options or {})
         if "task_id" in options or "task_info" in options or self.tasks == "random":
