@@ -12,7 +12,8 @@ high-level step (every ``replan_every`` executed actions, or when the goal chang
 the current latent to the goal through the landmark graph (``planners.landmarks``). Then, on every
 call:
 
-1. it drops the route's leading subgoals that are already within ``reach`` steps (switching rule;
+1. it drops the route's leading subgoals that are already within ``reach`` steps (switching rule,
+   ``pass_within`` steps where given;
    with ``ends: nearest`` also those up to the landmark the agent is at, ``LandmarkGraph.locate``);
    with ``stuck_steps: n``, a subgoal the cost-to-go has not brought 1 step nearer in n calls is
    given up: routes to this goal leave that landmark out (all given up are forgotten when that
@@ -73,6 +74,11 @@ class HierarchyConfig:
     # (place_dims, else the latent) as visited latents are labelled, and a subgoal counts as passed
     # once the agent is at it or at a later landmark of the route (LandmarkGraph.locate)
     ends: str = "learned"
+    # the switching rule's threshold: a leading subgoal the cost-to-go puts within this many steps is
+    # passed; None: `reach`. The cost-to-go does not see every wall: with `reach: 8` a 4x4 agent
+    # passed the landmark in a door and pressed for 950 steps toward the next one, across the wall
+    # beside it. 0 (with ends: nearest) passes a subgoal only once the agent is at it (locate).
+    pass_within: float | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -89,6 +95,8 @@ class HierarchyConfig:
         check_int("experience_steps", self.experience_steps, 1)
         check_int("place_dims", self.place_dims, 0)
         check_int("stuck_steps", self.stuck_steps, 0)
+        if self.pass_within is not None:
+            check_float("pass_within", self.pass_within, 0.0)
         if self.ends not in END_KINDS:
             raise ValueError(f"ends must be one of {END_KINDS}, got {self.ends!r}")
         if self.ends == "nearest" and self.edges != "experience":
@@ -240,10 +248,14 @@ class HierarchicalPlanner:
         return self.graph.nodes[~reach][pick]
 
     @torch.no_grad()
-    def reached(self, z: Tensor, target: Tensor) -> bool:
-        """Whether the learned cost-to-go puts ``target`` within ``reach`` steps of ``z`` (both [D])."""
+    def reached(self, z: Tensor, target: Tensor, within: float | None = None) -> bool:
+        """Whether the learned cost-to-go puts ``target`` within ``within`` (default ``reach``) steps of
+        ``z`` (both [D]); 0: never."""
+        within = self.config.reach if within is None else within
+        if within <= 0:
+            return False
         z, target = z.to(self.device, torch.float32), target.to(self.device, torch.float32)
-        return float(self.steps(z[None], target[None])[0]) <= self.config.reach
+        return float(self.steps(z[None], target[None])[0]) <= within
 
     def _subgoal(self, z0: Tensor, goal: Tensor) -> Tensor:
         new_goal = self._goal is None or not torch.equal(goal, self._goal)
@@ -265,7 +277,7 @@ class HierarchicalPlanner:
         at = self.graph.locate(z0)
         passed = self._route_nodes.index(at) + 1 if at in self._route_nodes else 0
         del self.route[:passed], self._route_nodes[:passed]
-        while self.route and self.reached(z0, self.route[0]):
+        while self.route and self.reached(z0, self.route[0], self.config.pass_within):
             self.route.pop(0)
             self._route_nodes.pop(0)
         return self.route[0] if self.route else goal

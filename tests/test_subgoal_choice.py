@@ -102,3 +102,32 @@ def test_nearest_ends_join_the_graph_on_the_agents_side_of_a_wall():
     assert nearest.graph.route(torch.tensor([0.3, 0.01]), goal)[0] == []  # at the goal's landmark: straight
     with pytest.raises(ValueError, match="ends"):
         HierarchyConfig(ends="nearest")  # learned edges: no labels to match
+
+
+def test_pass_within_keeps_the_subgoal_on_the_agents_side_of_a_wall():
+    """pass_within: the switching rule's own threshold. Near the top of the U's left arm, `reach` (4 steps)
+    also covers the right arm's landmarks 3 steps away through the wall: passing every leading subgoal
+    within reach aims the agent across the wall (a 4x4 agent pressed there for 950 steps). With
+    pass_within 0 the next subgoal is the one after the landmark the agent is at: round the corner."""
+    left = [(0.0, y) for y in torch.linspace(0, 1, 21).tolist()]
+    top = [(x, 1.0) for x in (0.05, 0.1, 0.15, 0.2, 0.25)]
+    right = [(0.3, y) for y in torch.linspace(1, 0, 21).tolist()]
+    walk = torch.tensor(left + top + right)
+    steps = lambda z, g: (z - g.expand_as(z)).norm(dim=-1) * 10  # noqa: E731
+    here, goal = torch.tensor([0.0, 0.9]), torch.tensor([0.3, 0.0])
+
+    def subgoal(pass_within: float | None) -> torch.Tensor:
+        cfg = HierarchyConfig(landmarks=len(walk), max_edge=3.0, reach=4.0, edges="experience", reversible=True,
+                              ends="nearest", pass_within=pass_within)
+        planner = HierarchicalPlanner(make_planner("mppi", 2, horizon=3, samples=16, elites=4, iterations=1, seed=0),
+                                      cfg, steps)
+        planner.build_graph(walk, episodes=torch.zeros(len(walk), dtype=torch.long))
+        return planner._subgoal(here, goal)
+
+    across = subgoal(None)  # reach: every landmark within 4 steps counts as passed, the right arm's too
+    assert float(across[0]) == pytest.approx(0.3) and float(across[1]) < 0.9
+    for within in (0.0, 1.0):  # the route's next landmark after the one the agent is at; 1 step: no further
+        ahead = subgoal(within)
+        assert float(ahead[0]) < 0.3 and float(ahead[1]) > 0.9, (within, ahead)  # up the left arm or on top
+    with pytest.raises(ValueError, match="pass_within"):
+        HierarchyConfig(pass_within=-1.0)
