@@ -68,28 +68,29 @@ def test_a_subgoal_that_does_not_come_nearer_is_given_up():
         HierarchyConfig(stuck_steps=-1)
 
 
-def test_nearest_ends_join_the_graph_on_the_agents_side_of_a_wall():
-    """ends: nearest. A U-shaped corridor whose arms lie 3 learned steps apart through the wall between them,
-    within `reach` (4): joined wherever the cost-to-go rates a landmark near, start and goal look near and the
-    agent heads straight at the wall. Joined at their nearest landmark, as visits are labelled for experience
-    edges, the route runs round the U, and a subgoal counts as passed once the agent is at it or beyond."""
+def _u_corridor(**config) -> HierarchicalPlanner:
+    """A U-shaped corridor walked once (left arm up, across the top, right arm down): its arms lie 0.3 apart,
+    3 learned steps through the wall between them. Experience edges, both ways, reach 4."""
     left = [(0.0, y) for y in torch.linspace(0, 1, 21).tolist()]
     top = [(x, 1.0) for x in (0.05, 0.1, 0.15, 0.2, 0.25)]
     right = [(0.3, y) for y in torch.linspace(1, 0, 21).tolist()]
     walk = torch.tensor(left + top + right)
     steps = lambda z, g: (z - g.expand_as(z)).norm(dim=-1) * 10  # noqa: E731
+    cfg = HierarchyConfig(landmarks=len(walk), max_edge=3.0, reach=4.0, edges="experience", reversible=True, **config)
+    planner = HierarchicalPlanner(make_planner("mppi", 2, horizon=3, samples=16, elites=4, iterations=1, seed=0),
+                                  cfg, steps)
+    planner.build_graph(walk, episodes=torch.zeros(len(walk), dtype=torch.long))
+    return planner
+
+
+def test_nearest_ends_join_the_graph_on_the_agents_side_of_a_wall():
+    """ends: nearest. A U-shaped corridor whose arms lie 3 learned steps apart through the wall between them,
+    within `reach` (4): joined wherever the cost-to-go rates a landmark near, start and goal look near and the
+    agent heads straight at the wall. Joined at their nearest landmark, as visits are labelled for experience
+    edges, the route runs round the U, and a subgoal counts as passed once the agent is at it or beyond."""
     start, goal = torch.tensor([0.0, 0.02]), torch.tensor([0.3, 0.02])
-
-    def high(ends: str) -> HierarchicalPlanner:
-        cfg = HierarchyConfig(landmarks=len(walk), max_edge=3.0, reach=4.0, edges="experience", reversible=True,
-                              ends=ends)
-        planner = HierarchicalPlanner(make_planner("mppi", 2, horizon=3, samples=16, elites=4, iterations=1, seed=0),
-                                      cfg, steps)
-        planner.build_graph(walk, episodes=torch.zeros(len(walk), dtype=torch.long))
-        return planner
-
-    assert high("learned").graph.route(start, goal)[0] == []  # 3 steps: "near", straight at the wall
-    nearest = high("nearest")
+    assert _u_corridor(ends="learned").graph.route(start, goal)[0] == []  # 3 steps: "near", straight at the wall
+    nearest = _u_corridor(ends="nearest")
     assert nearest.graph.nodes[nearest.graph.locate(start)].tolist() == [0.0, 0.0]
     assert nearest.graph.locate(torch.tensor([5.0, 5.0])) == -1  # near no landmark
     path, via = nearest.graph.route(start, goal)
@@ -109,20 +110,10 @@ def test_pass_within_keeps_the_subgoal_on_the_agents_side_of_a_wall():
     also covers the right arm's landmarks 3 steps away through the wall: passing every leading subgoal
     within reach aims the agent across the wall (a 4x4 agent pressed there for 950 steps). With
     pass_within 0 the next subgoal is the one after the landmark the agent is at: round the corner."""
-    left = [(0.0, y) for y in torch.linspace(0, 1, 21).tolist()]
-    top = [(x, 1.0) for x in (0.05, 0.1, 0.15, 0.2, 0.25)]
-    right = [(0.3, y) for y in torch.linspace(1, 0, 21).tolist()]
-    walk = torch.tensor(left + top + right)
-    steps = lambda z, g: (z - g.expand_as(z)).norm(dim=-1) * 10  # noqa: E731
     here, goal = torch.tensor([0.0, 0.9]), torch.tensor([0.3, 0.0])
 
     def subgoal(pass_within: float | None) -> torch.Tensor:
-        cfg = HierarchyConfig(landmarks=len(walk), max_edge=3.0, reach=4.0, edges="experience", reversible=True,
-                              ends="nearest", pass_within=pass_within)
-        planner = HierarchicalPlanner(make_planner("mppi", 2, horizon=3, samples=16, elites=4, iterations=1, seed=0),
-                                      cfg, steps)
-        planner.build_graph(walk, episodes=torch.zeros(len(walk), dtype=torch.long))
-        return planner._subgoal(here, goal)
+        return _u_corridor(ends="nearest", pass_within=pass_within)._subgoal(here, goal)
 
     across = subgoal(None)  # reach: every landmark within 4 steps counts as passed, the right arm's too
     assert float(across[0]) == pytest.approx(0.3) and float(across[1]) < 0.9
