@@ -101,12 +101,13 @@ class MPCActor:
         return torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
 
     @torch.no_grad()
-    def reset(self, goal_obs: Any = None) -> None:
+    def reset(self, goal_obs: Any = None, seed: int | None = None) -> None:
         """Start an episode toward ``goal_obs`` (what the observation would be at the goal); reward
-        tasks, whose cost measures no goal, pass none."""
+        tasks, whose cost measures no goal, pass none. ``seed`` (evaluation passes the episode's) restarts
+        the planner's random draws, so that an episode plays the same wherever it falls in a run."""
         if goal_obs is None and self.cost.needs_goal:
             raise ValueError(f"the cost {self.cost.weights} measures toward a goal: reset needs the goal observation")
-        self.planner.reset()
+        self.planner.reset(seed)
         self.memory.clear()
         if goal_obs is not None:
             self.cost.set_goal(self.model.encode(self._tensor(goal_obs)))

@@ -38,8 +38,9 @@ def collect(env: gym.Env, actor: MPCActor, episodes: int, seed: int = 0) -> list
     """Run the actor for ``episodes`` episodes; record observations, actions and measurements."""
     runs = []
     for i in range(episodes):
-        obs, info = env.reset(seed=CALIBRATION_SEED_BASE + seed * 10_000 + i)
-        actor.reset(episode_goal(env, actor))
+        episode_seed = CALIBRATION_SEED_BASE + seed * 10_000 + i
+        obs, info = env.reset(seed=episode_seed)
+        actor.reset(episode_goal(env, actor), seed=episode_seed)
         observations, actions = [obs], []
         measurements = {k: [v] for k, v in info["measurements"].items()}
         terminated = truncated = False

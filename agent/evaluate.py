@@ -31,9 +31,11 @@ FINAL_ERRORS = ("goal_distance", "position_error", "angle_error")
 
 def run_episode(env: gym.Env, actor: MPCActor, seed: int,
                 on_step: Callable[[gym.Env, MPCActor, dict], None] | None = None) -> dict[str, Any]:
-    """One episode; ``on_step`` (e.g. a video recorder) is called after reset and every step."""
+    """One episode; ``on_step`` (e.g. a video recorder) is called after reset and every step. The
+    planner's generators restart from ``seed`` too: the episode's result does not depend on the
+    episodes before it (``oda eval --seed 0 --episodes 10`` and ``--episodes 20`` share their first 10)."""
     obs, info = env.reset(seed=seed)
-    actor.reset(episode_goal(env, actor))
+    actor.reset(episode_goal(env, actor), seed=seed)
     fallbacks, recoveries = actor.fallbacks, actor.recoveries
     if on_step:
         on_step(env, actor, info)

@@ -264,9 +264,13 @@ class Planner(abc.ABC):
         """A copy of the sequence the next plan starts from; None after `reset` (it starts from zeros)."""
         return self._warm.get()
 
-    def reset(self) -> None:
-        """Drop the warm start (new episode)."""
+    def reset(self, seed: int | None = None) -> None:
+        """Drop the warm start (new episode). With ``seed``, restart the sampling generator from it: an
+        episode's draws then depend on its seed alone, not on the episodes run before it in the process."""
         self._warm.reset()
+        if seed is not None:
+            check_int("seed", seed, 0)
+            self.generator.manual_seed(seed)
 
     def shift(self, steps: int = 1) -> None:
         """Advance the warm start after executing ``steps`` actions of the last plan (zero padding)."""

@@ -156,8 +156,11 @@ class HierarchicalPlanner:
     def proposal(self, value: Any) -> None:
         self.low.proposal = value
 
-    def reset(self) -> None:
-        self.low.reset()
+    def reset(self, seed: int | None = None) -> None:
+        """New episode: no route, the low level's warm start dropped; ``seed`` restarts both generators."""
+        self.low.reset(seed)
+        if seed is not None:
+            self.generator.manual_seed(seed)
         self._clear_route()
 
     def _clear_route(self) -> None:

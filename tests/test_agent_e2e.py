@@ -12,6 +12,7 @@ import torch
 from agent.build import make_actor, make_env
 from agent.checkpoint import latest_checkpoint
 from agent.cli import main
+from agent.evaluate import EVAL_SEED_BASE, run_episode
 from agent.launch import eval_overrides, load_launch
 from agent.snapshot import load_agent
 from agent.trainer import Trainer
@@ -90,6 +91,20 @@ def test_saved_and_loaded_agent_act_identically(trained_run):
     np.testing.assert_array_equal(actions[0], actions[1])
     for (k, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
+
+
+def test_an_evaluation_episode_plays_the_same_wherever_it_falls_in_a_run(trained_run):
+    """The planner's draws restart from the episode's seed: episode 1 after episode 0 is episode 1 alone,
+    so two evaluations compare episode by episode (before, the generator ran on across episodes)."""
+    cfg, model = load_agent(trained_run / "step_00000240", torch.device("cpu"))
+    env = make_env(cfg)
+    alone = run_episode(env, make_actor(cfg, model, 2, torch.device("cpu")), EVAL_SEED_BASE + 1)
+    actor = make_actor(cfg, model, 2, torch.device("cpu"))
+    actions = []
+    first = run_episode(env, actor, EVAL_SEED_BASE, on_step=lambda e, a, i: actions.append(a.last_plan))
+    assert actions[-1] is not None and len(actions) == first["length"] + 1  # it planned
+    after = run_episode(env, actor, EVAL_SEED_BASE + 1)
+    assert after == alone and after["final_goal_distance"] != first["final_goal_distance"]
 
 
 def test_resume_continues_at_the_saved_step_with_the_replay(trained_run, tmp_path):
