@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -153,13 +155,41 @@ def _load_actor(args: argparse.Namespace):
     return cfg, env, actor, calibration
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from agent.evaluate import evaluate
+def _eval_part(args: argparse.Namespace, indices: list[int]) -> tuple[Any, dict, list[dict], list[float], bool]:
+    """Evaluation episodes ``indices`` on this process: (config, calibration, records, plan ms, guardrails?).
+    ``oda eval --workers N`` runs one per process, each loading the checkpoint (and calibrating) itself."""
+    from agent.evaluate import run_episodes
 
+    if args.workers > 1:  # a spawned worker: main()'s thread settings did not reach it
+        import torch
+
+        from agent.device import flush_denormals
+
+        flush_denormals()
+        torch.set_num_threads(args.threads or 1)
     cfg, env, actor, calibration = _load_actor(args)
+    runs, plan_ms = run_episodes(env, actor, indices, args.seed)
+    return cfg, calibration, runs, plan_ms, actor.guardrails is not None
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from agent.evaluate import summarise
+
+    if args.workers < 1 or args.episodes < 1:
+        raise ValueError(f"--workers and --episodes must be >= 1, got {args.workers} and {args.episodes}")
+    workers = min(args.workers, args.episodes)
+    if workers == 1:
+        parts = [_eval_part(args, list(range(args.episodes)))]
+    else:  # episodes dealt round-robin; each plays as it would in one process (its seed restarts the draws)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = list(pool.map(_eval_part, [args] * workers,
+                                  [list(range(w, args.episodes, workers)) for w in range(workers)]))
+    cfg, calibration, guardrails = parts[0][0], parts[0][1], parts[0][4]
+    runs = sorted((r for part in parts for r in part[2]), key=lambda r: r["seed"])
+    summary = summarise(runs, [ms for part in parts for ms in part[3]], guardrails, args.per_episode)
     result = {"task": cfg.env.id, "mode": args.mode,
               "planner": "policy" if args.mode == "reactive" else args.planner or cfg.planner.name,
-              **evaluate(env, actor, args.episodes, seed=args.seed, per_episode=args.per_episode), **calibration}
+              **summary, **calibration}
     print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
     return 0
 
@@ -242,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--json", action="store_true", help="print one JSON object")
     p_eval.add_argument("--per-episode", action="store_true",
                         help="also list each episode (seed, success, length, violations, fallbacks, ...)")
+    p_eval.add_argument("--workers", type=int, default=1,
+                        help="split the episodes over this many processes (--threads each, default 1); "
+                             "the results are those of one process")
     p_eval.set_defaults(func=cmd_eval)
 
     p_rec = sub.add_parser("record", help="write an MP4 of evaluation episodes with the plan drawn in",

@@ -12,7 +12,7 @@ predicted feasible, and ``recoveries`` those of them that were not the task's fa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import gymnasium as gym
@@ -64,30 +64,42 @@ def run_episode(env: gym.Env, actor: MPCActor, seed: int,
     return result
 
 
-def evaluate(env: gym.Env, actor: MPCActor, episodes: int, seed: int = 0,
-             on_step: Callable[[gym.Env, MPCActor, dict], None] | None = None,
-             per_episode: bool = False) -> dict[str, Any]:
-    """Run ``episodes`` episodes with seeds ``EVAL_SEED_BASE + seed * 10_000 + i`` and summarise
-    (with ``per_episode``, also each episode's own record under ``"per_episode"``)."""
+def episode_seed(seed: int, index: int) -> int:
+    """The env seed of evaluation episode ``index`` of seed block ``seed``."""
+    return EVAL_SEED_BASE + seed * 10_000 + index
+
+
+def run_episodes(env: gym.Env, actor: MPCActor, indices: Iterable[int], seed: int = 0,
+                 on_step: Callable[[gym.Env, MPCActor, dict], None] | None = None
+                 ) -> tuple[list[dict[str, Any]], list[float]]:
+    """Episodes ``indices`` of seed block ``seed``: their records and the ms of every plan made. Episodes
+    are independent of their order (see ``run_episode``), so blocks may be split across processes."""
     actor.reset_stats()
-    runs = [run_episode(env, actor, EVAL_SEED_BASE + seed * 10_000 + i, on_step) for i in range(episodes)]
+    runs = [run_episode(env, actor, episode_seed(seed, i), on_step) for i in indices]
+    return runs, list(actor.plan_ms)
+
+
+def summarise(runs: list[dict[str, Any]], plan_ms: list[float], guardrails: bool,
+              per_episode: bool = False) -> dict[str, Any]:
+    """The evaluation summary of episode records (``run_episode``'s) and plan times; with ``guardrails``
+    also the fallback, recovery and confusion counts; with ``per_episode`` the records themselves."""
     returns = np.array([r["return"] for r in runs])
-    plan_ms = np.array(actor.plan_ms) if actor.plan_ms else np.array([np.nan])
+    ms = np.array(plan_ms) if plan_ms else np.array([np.nan])
     summary = {
-        "episodes": episodes,
+        "episodes": len(runs),
         "success_rate": float(np.mean([r["success"] for r in runs])),
         "success_any_rate": float(np.mean([r["success_any"] for r in runs])),
         "return_mean": float(returns.mean()),
         "return_std": float(returns.std()),
         "episode_len_mean": float(np.mean([r["length"] for r in runs])),
-        "plan_ms_median": float(np.median(plan_ms)),
-        "plan_ms_p95": float(np.percentile(plan_ms, 95)),
+        "plan_ms_median": float(np.median(ms)),
+        "plan_ms_p95": float(np.percentile(ms, 95)),
         "violations_total": int(sum(r["violations"] for r in runs)),
         "violation_episodes": int(sum(r["violations"] > 0 for r in runs)),
     }
-    if actor.guardrails is not None:
-        summary["fallbacks"] = actor.fallbacks
-        summary["recoveries"] = actor.recoveries
+    if guardrails:
+        summary["fallbacks"] = int(sum(r["fallbacks"] for r in runs))
+        summary["recoveries"] = int(sum(r["recoveries"] for r in runs))
         summary["confusion"] = {k: sum(r["confusion"][k] for r in runs) for k in CONFUSION_KEYS}
     for key in FINAL_ERRORS:
         if all(f"final_{key}" in r for r in runs):
@@ -95,3 +107,12 @@ def evaluate(env: gym.Env, actor: MPCActor, episodes: int, seed: int = 0,
     if per_episode:
         summary["per_episode"] = runs
     return summary
+
+
+def evaluate(env: gym.Env, actor: MPCActor, episodes: int, seed: int = 0,
+             on_step: Callable[[gym.Env, MPCActor, dict], None] | None = None,
+             per_episode: bool = False) -> dict[str, Any]:
+    """Run ``episodes`` episodes with seeds ``EVAL_SEED_BASE + seed * 10_000 + i`` and summarise
+    (with ``per_episode``, also each episode's own record under ``"per_episode"``)."""
+    runs, plan_ms = run_episodes(env, actor, range(episodes), seed, on_step)
+    return summarise(runs, plan_ms, actor.guardrails is not None, per_episode)

@@ -107,6 +107,20 @@ def test_an_evaluation_episode_plays_the_same_wherever_it_falls_in_a_run(trained
     assert after == alone and after["final_goal_distance"] != first["final_goal_distance"]
 
 
+def test_eval_split_over_worker_processes_gives_the_one_process_result(trained_run, capsys):
+    common = ["eval", str(trained_run / "step_00000240"), "--episodes", "3", "--per-episode", "--json",
+              "--threads", "1", "--device", "cpu"]
+    assert main(common) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert main([*common, "--workers", "2"]) == 0
+    two = json.loads(capsys.readouterr().out)
+    assert [r["seed"] for r in two["per_episode"]] == [EVAL_SEED_BASE + i for i in range(3)]
+    assert two["per_episode"] == one["per_episode"] and two["episodes"] == 3
+    timing = ("plan_ms_median", "plan_ms_p95")
+    assert {k: v for k, v in two.items() if k not in timing} == {k: v for k, v in one.items() if k not in timing}
+    assert main([*common, "--workers", "0"]) == 2 and "--workers" in capsys.readouterr().err
+
+
 def test_resume_continues_at_the_saved_step_with_the_replay(trained_run, tmp_path):
     run = tmp_path / "resumed"
     shutil.copytree(trained_run, run)
