@@ -20,7 +20,9 @@ call:
    leaves no route), and the route is planned afresh (a subgoal behind a wall, or round a corner
    the low level's horizon does not see past);
 2. it points the objective at the first remaining subgoal (the goal itself once the route is
-   empty, or when the goal is nearer than any route through landmarks);
+   empty, or when the goal is nearer than any route through landmarks; where no route reaches the
+   goal, the goal too, unless ``unrouted: toward``: then the route ends at the landmark it can reach
+   that the cost-to-go puts nearest the goal, and from there, for this goal, the goal itself);
 3. it runs the low-level planner, constraint (guardrails) included, and restores the goal.
 
 Landmarks that the constraint rules out (e.g. inside a keep-out zone, read out from the latent) are
@@ -46,6 +48,7 @@ from planners.landmarks import LandmarkGraph, StepsFn, experience_weights, farth
 
 EDGE_KINDS = ("learned", "experience")
 END_KINDS = ("learned", "nearest")
+UNROUTED_KINDS = ("direct", "toward")
 
 
 @dataclass
@@ -79,6 +82,10 @@ class HierarchyConfig:
     # passed the landmark in a door and pressed for 950 steps toward the next one, across the wall
     # beside it. 0 (with ends: nearest) passes a subgoal only once the agent is at it (locate).
     pass_within: float | None = None
+    # when no route joins the agent to the goal (their parts of the graph are apart, or the goal is
+    # near no landmark): "direct", head for the goal (flat MPC from there); "toward", first follow the
+    # graph to the landmark it can reach that the cost-to-go puts nearest the goal, then head for it
+    unrouted: str = "direct"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -99,6 +106,8 @@ class HierarchyConfig:
             check_float("pass_within", self.pass_within, 0.0)
         if self.ends not in END_KINDS:
             raise ValueError(f"ends must be one of {END_KINDS}, got {self.ends!r}")
+        if self.unrouted not in UNROUTED_KINDS:
+            raise ValueError(f"unrouted must be one of {UNROUTED_KINDS}, got {self.unrouted!r}")
         if self.ends == "nearest" and self.edges != "experience":
             raise ValueError("ends: nearest joins a latent to a landmark as experience edges label visits: "
                              "it needs edges: experience")
@@ -130,6 +139,7 @@ class HierarchicalPlanner:
         self._progress: tuple[int, float, int] = (-1, math.inf, 0)  # (landmark, nearest steps, calls since)
         self._goal: Tensor | None = None
         self._since = 0
+        self._partial = self._beyond = False
 
     # -- the planner interface, delegated ---------------------------------------------------------
     @property
@@ -166,6 +176,7 @@ class HierarchicalPlanner:
     def _clear_route(self) -> None:
         self.route, self.route_steps, self._goal, self._since = [], None, None, 0
         self.given_up, self._avoiding, self._route_nodes, self._progress = [], None, [], (-1, math.inf, 0)
+        self._partial = self._beyond = False  # following a route `toward` the goal; past its end
 
     def shift(self, steps: int = 1) -> None:
         self.low.shift(steps)
@@ -263,7 +274,7 @@ class HierarchicalPlanner:
     def _subgoal(self, z0: Tensor, goal: Tensor) -> Tensor:
         new_goal = self._goal is None or not torch.equal(goal, self._goal)
         if new_goal:
-            self.given_up, self._avoiding = [], None
+            self.given_up, self._avoiding, self._beyond = [], None, False
         stuck = not new_goal and self._stuck(z0)
         if stuck:  # this goal's routes go round the landmarks given up (a Floyd-Warshall each time)
             avoid = torch.zeros(len(self.graph), dtype=torch.bool, device=self.graph.nodes.device)
@@ -275,6 +286,12 @@ class HierarchicalPlanner:
             if not self._route_nodes and self._avoiding is not None:  # giving up cut the way: forget them
                 self.given_up, self._avoiding = [], None
                 self._route_nodes, self.route_steps = self.graph.route(z0, goal)
+            self._partial = False
+            if not self._route_nodes and self.config.unrouted == "toward" and not self._beyond:
+                graph = self.graph if self._avoiding is None else self._avoiding
+                self._route_nodes, steps = graph.toward(z0, goal)  # [] where a route exists or is near
+                self._partial = bool(self._route_nodes)
+                self.route_steps = steps if self._partial else self.route_steps
             self.route = [self.graph.nodes[i] for i in self._route_nodes]
             self._goal, self._since = goal.clone(), 0
         at = self.graph.locate(z0)
@@ -283,6 +300,8 @@ class HierarchicalPlanner:
         while self.route and self.reached(z0, self.route[0], self.config.pass_within):
             self.route.pop(0)
             self._route_nodes.pop(0)
+        if self._partial and not self.route:  # as far as the graph goes: for this goal, no way back there
+            self._partial, self._beyond = False, True
         return self.route[0] if self.route else goal
 
     def _stuck(self, z0: Tensor) -> bool:

@@ -206,18 +206,15 @@ class LandmarkGraph:
 
         An empty list means "head for the goal directly": the goal is within ``max_edge`` of z and
         no route through landmarks is shorter, or no route exists (then the steps are the direct
-        estimate, however long). With ``trusted`` (experience edges), the learned steps are believed
-        only that far: both ends join the landmarks within ``trusted`` (within ``max_edge`` when none
-        is), and the agent heads straight for the goal only when it is that near or no route exists.
+        estimate, however long; ``toward`` gives the way as far as the graph goes). With ``trusted``
+        (experience edges), the learned steps are believed only that far: both ends join the
+        landmarks within ``trusted`` (within ``max_edge`` when none is), and the agent heads straight
+        for the goal only when it is that near or no route exists.
         """
         n = len(self)
         start, end = self.locate(z), self.locate(z_goal)
-        to_nodes = self._at(start, self.steps(z.expand(n, -1), self.nodes).float())
-        from_nodes = self._at(end, self.steps(self.nodes, z_goal.expand(n, -1)).float())
-        if self.avoid is not None:  # a route neither enters nor leaves the graph at an avoided landmark
-            to_nodes, from_nodes = (torch.where(self.avoid, torch.full_like(x, math.inf), x)
-                                    for x in (to_nodes, from_nodes))
-        to_nodes, from_nodes = self._ends(to_nodes), self._ends(from_nodes)
+        to_nodes = self._joins(start, self.steps(z.expand(n, -1), self.nodes))
+        from_nodes = self._joins(end, self.steps(self.nodes, z_goal.expand(n, -1)))
         direct = float(self.steps(z[None], z_goal[None])[0])
         total = to_nodes[:, None] + self.dist + from_nodes[None, :]
         best = int(total.argmin())
@@ -228,6 +225,37 @@ class LandmarkGraph:
         if not math.isfinite(via) or near:
             return [], direct
         return self.path(best // n, best % n), via
+
+    @torch.no_grad()
+    def toward(self, z: Tensor, z_goal: Tensor) -> tuple[list[int], float]:
+        """Where no route joins z [D] to z_goal [D]: the way from z to the landmark it can reach that the
+        cost-to-go puts nearest the goal, and that route's steps plus the estimate from there. ([], inf)
+        when a route exists (``route`` has the way) or z joins no landmark. The graph knows the way no
+        further; from there the agent heads for the goal itself (parts of a maze that no episode went
+        between may still have a door between them)."""
+        n = len(self)
+        to_nodes = self._joins(self.locate(z), self.steps(z.expand(n, -1), self.nodes))
+        via = to_nodes[:, None] + self.dist  # [i, j]: from z into the graph at i, then on to j
+        from_nodes = self._joins(self.locate(z_goal), self.steps(self.nodes, z_goal.expand(n, -1)))
+        if bool(torch.isfinite(via + from_nodes[None, :]).any()):
+            return [], math.inf
+        first, steps = via.argmin(0), via.min(0).values
+        left = self.steps(self.nodes, z_goal.expand(n, -1)).float()
+        if self.avoid is not None:
+            left = torch.where(self.avoid, torch.full_like(left, math.inf), left)
+        score = torch.where(torch.isfinite(steps), left, torch.full_like(left, math.inf))
+        j = int(score.argmin())
+        if not math.isfinite(float(score[j])):
+            return [], math.inf
+        return self.path(int(first[j]), j), float(steps[j] + left[j])
+
+    def _joins(self, at: int, steps: Tensor) -> Tensor:
+        """Learned steps between a latent and every landmark -> the edges [N] joining it to the graph
+        (inf: none); ``at``: the landmark it is located at (-1: none)."""
+        out = self._at(at, steps.float())
+        if self.avoid is not None:  # a route neither enters nor leaves the graph at an avoided landmark
+            out = torch.where(self.avoid, torch.full_like(out, math.inf), out)
+        return self._ends(out)
 
     @torch.no_grad()
     def reachable(self, z: Tensor) -> Tensor:

@@ -122,3 +122,33 @@ def test_pass_within_keeps_the_subgoal_on_the_agents_side_of_a_wall():
         assert float(ahead[0]) < 0.3 and float(ahead[1]) > 0.9, (within, ahead)  # up the left arm or on top
     with pytest.raises(ValueError, match="pass_within"):
         HierarchyConfig(pass_within=-1.0)
+
+
+def test_unrouted_toward_follows_the_graph_as_far_as_it_goes_then_heads_for_the_goal():
+    """Two parts no edge joins (a maze whose parts no episode went between): with unrouted: direct the agent
+    heads straight for a goal in the other part (flat MPC, which a giant maze's walls stop); with toward it
+    first goes to the end of its own part nearest the goal, then heads for the goal and does not turn back."""
+    steps = lambda z, g: (z - g.expand_as(z)).norm(dim=-1) * 10  # noqa: E731
+    line = torch.linspace(0, 1, 11)[:, None].repeat(1, 2)
+    parts = line[(line[:, 0] < 0.35) | (line[:, 0] > 0.65)]  # 0..0.3 and 0.7..1: 5.7 steps > max_edge apart
+
+    def planner(unrouted: str) -> HierarchicalPlanner:
+        high = HierarchicalPlanner(make_planner("mppi", 2, horizon=3, samples=16, elites=4, iterations=1, seed=0),
+                                   HierarchyConfig(landmarks=8, max_edge=3.0, reach=0.5, unrouted=unrouted), steps)
+        high.build_graph(parts)
+        return high
+
+    z0, goal = torch.tensor([0.0, 0.0]), torch.tensor([1.0, 1.0])
+    direct, toward = planner("direct"), planner("toward")
+    assert direct.graph.route(z0, goal)[0] == [] and torch.equal(direct._subgoal(z0, goal), goal)
+    path, _ = toward.graph.toward(z0, goal)
+    assert float(toward.graph.nodes[path[-1]][0]) == pytest.approx(0.3)  # its part's end nearest the goal
+    assert 0.0 < float(toward._subgoal(z0, goal)[0]) <= 0.3 + 1e-6       # a subgoal on the way there
+    toward._since = toward.config.replan_every                            # the next call routes afresh
+    assert torch.equal(toward._subgoal(torch.tensor([0.3, 0.3]), goal), goal)  # there: the goal itself
+    toward._since = toward.config.replan_every
+    assert torch.equal(toward._subgoal(torch.tensor([0.2, 0.2]), goal), goal)  # and no way back for this goal
+    assert float(toward._subgoal(z0, torch.tensor([0.9, 0.9]))[0]) <= 0.3 + 1e-6  # a new goal: the graph again
+    assert toward.graph.toward(z0, torch.tensor([0.3, 0.3]))[0] == []      # a goal the graph reaches: route's
+    with pytest.raises(ValueError, match="unrouted"):
+        HierarchyConfig(unrouted="around")
