@@ -227,3 +227,21 @@ def test_evaluation_section_applies_before_overrides_once(tmp_path):
     assert load_launch(write(tmp_path, text), ["evaluation.cost.goal=2.0"]).evaluation["cost"]["goal"] == 2.0
     with pytest.raises(ValueError, match=r"evaluation: \['world_model.latent_dim'\] cannot change at evaluation"):
         load_launch(write(tmp_path, VALID + "evaluation: {world_model.latent_dim: 4}\n"))
+
+
+def test_hierarchy_and_adaptation_keys_override_one_by_one(tmp_path):
+    from agent.launch import eval_overrides
+
+    text = VALID + ("hierarchy: {landmarks: 32, reach: 4.0}\n"
+                    "evaluation: {hierarchy: {landmarks: 64, reach: 8.0}, adaptation: {size: 16}}\n")
+    cfg = load_launch(write(tmp_path, text), ["hierarchy.stuck_steps=50"])
+    assert cfg.hierarchy == {"landmarks": 32, "reach": 4.0, "stuck_steps": 50}
+    evaluated = eval_overrides(cfg, ["hierarchy.unrouted=toward", "adaptation.size=8"])  # on the evaluation's
+    assert evaluated.hierarchy == {"landmarks": 64, "reach": 8.0, "unrouted": "toward"}
+    assert evaluated.adaptation == {"size": 8}
+    with pytest.raises(ValueError, match=r"'hierarchy': .*stuck_stepz.* \(valid keys: .*stuck_steps"):
+        load_launch(write(tmp_path, text), ["hierarchy.stuck_stepz=5"])
+    with pytest.raises(ValueError, match="unrouted must be one of"):
+        eval_overrides(cfg, ["hierarchy.unrouted=around"])
+    with pytest.raises(ValueError, match=r"'hierarchy' is None, not a mapping"):
+        load_launch(write(tmp_path, VALID + "hierarchy: null\n"), ["hierarchy.reach=5"])
