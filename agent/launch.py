@@ -33,8 +33,8 @@ OBS_MODES = ("state", "pixels")
 GUARDRAIL_MODES = ("hard", "soft")
 GUARDRAIL_FALLBACKS = ("declared", "least_violation")
 SEED_POLICIES = ("random", "play")
-FREE_FORM = {("world_model",), ("planner", "params"), ("cost",), ("env", "kwargs"), ("evaluation",), ("hierarchy",),
-             ("adaptation",)}  # hierarchy and adaptation: checked by their config classes once built
+FREE_FORM = {("world_model",), ("planner", "params"), ("cost",), ("env", "kwargs"), ("evaluation",),
+             ("hierarchy",), ("adaptation",)}  # the last two are checked by their config classes once built
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

@@ -291,7 +291,8 @@ class HierarchicalPlanner:
                 graph = self.graph if self._avoiding is None else self._avoiding
                 self._route_nodes, steps = graph.toward(z0, goal)  # [] where a route exists or is near
                 self._partial = bool(self._route_nodes)
-                self.route_steps = steps if self._partial else self.route_steps
+                if self._partial:
+                    self.route_steps = steps
             self.route = [self.graph.nodes[i] for i in self._route_nodes]
             self._goal, self._since = goal.clone(), 0
         at = self.graph.locate(z0)

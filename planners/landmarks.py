@@ -236,11 +236,10 @@ class LandmarkGraph:
         n = len(self)
         to_nodes = self._joins(self.locate(z), self.steps(z.expand(n, -1), self.nodes))
         via = to_nodes[:, None] + self.dist  # [i, j]: from z into the graph at i, then on to j
-        from_nodes = self._joins(self.locate(z_goal), self.steps(self.nodes, z_goal.expand(n, -1)))
-        if bool(torch.isfinite(via + from_nodes[None, :]).any()):
+        left = self.steps(self.nodes, z_goal.expand(n, -1)).float()  # from each landmark to the goal
+        if bool(torch.isfinite(via + self._joins(self.locate(z_goal), left)[None, :]).any()):
             return [], math.inf
         first, steps = via.argmin(0), via.min(0).values
-        left = self.steps(self.nodes, z_goal.expand(n, -1)).float()
         if self.avoid is not None:
             left = torch.where(self.avoid, torch.full_like(left, math.inf), left)
         score = torch.where(torch.isfinite(steps), left, torch.full_like(left, math.inf))
