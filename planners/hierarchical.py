@@ -18,7 +18,8 @@ call:
    with ``stuck_steps: n``, a subgoal the cost-to-go has not brought 1 step nearer in n calls is
    given up: routes to this goal leave that landmark out (all given up are forgotten when that
    leaves no route), and the route is planned afresh (a subgoal behind a wall, or round a corner
-   the low level's horizon does not see past);
+   the low level's horizon does not see past); with ``keep_place``, an agent at no landmark counts
+   as at the last one it was at;
 2. it points the objective at the first remaining subgoal (the goal itself once the route is
    empty, or when the goal is nearer than any route through landmarks; where no route reaches the
    goal, the goal too, unless ``unrouted: toward``: then the route ends at the landmark it can reach
@@ -82,6 +83,12 @@ class HierarchyConfig:
     # passed the landmark in a door and pressed for 950 steps toward the next one, across the wall
     # beside it. 0 (with ends: nearest) passes a subgoal only once the agent is at it (locate).
     pass_within: float | None = None
+    # with ends: nearest, where the agent is at no landmark (between two, or pressed against a wall out of
+    # its landmark's range), count it at the last landmark it was at this episode, for routing and passing.
+    # False: join the graph wherever the cost-to-go rates a landmark near, which a smooth cost-to-go does
+    # through walls (an OGBench giant agent 7 m from its goal flipped for 550 steps between a route round
+    # the wall and one across it, as it came in and out of its landmark's range: BENCHMARKS.md)
+    keep_place: bool = False
     # when no route joins the agent to the goal (their parts of the graph are apart, or the goal is
     # near no landmark): "direct", head for the goal (flat MPC from there); "toward", first follow the
     # graph to the landmark it can reach that the cost-to-go puts nearest the goal, then head for it
@@ -102,6 +109,8 @@ class HierarchyConfig:
         check_int("experience_steps", self.experience_steps, 1)
         check_int("place_dims", self.place_dims, 0)
         check_int("stuck_steps", self.stuck_steps, 0)
+        if not isinstance(self.keep_place, bool):
+            raise ValueError(f"keep_place must be true or false, got {self.keep_place!r}")
         if self.pass_within is not None:
             check_float("pass_within", self.pass_within, 0.0)
         if self.ends not in END_KINDS:
@@ -111,6 +120,9 @@ class HierarchyConfig:
         if self.ends == "nearest" and self.edges != "experience":
             raise ValueError("ends: nearest joins a latent to a landmark as experience edges label visits: "
                              "it needs edges: experience")
+        if self.keep_place and self.ends != "nearest":
+            raise ValueError("keep_place holds the landmark that ends: nearest located the agent at: it needs "
+                             "ends: nearest")
         if self.place_dims and self.edges != "experience":
             raise ValueError("place_dims reads the slow directions off the agent's steps in time order: "
                              "it needs edges: experience")
@@ -137,6 +149,7 @@ class HierarchicalPlanner:
         self._avoiding: LandmarkGraph | None = None  # the graph without them
         self._route_nodes: list[int] = []    # the route's landmark indices
         self._progress: tuple[int, float, int] = (-1, math.inf, 0)  # (landmark, nearest steps, calls since)
+        self._place = -1                     # the last landmark the agent was located at (keep_place)
         self._goal: Tensor | None = None
         self._since = 0
         self._partial = self._beyond = False
@@ -177,6 +190,7 @@ class HierarchicalPlanner:
         self.route, self.route_steps, self._goal, self._since = [], None, None, 0
         self.given_up, self._avoiding, self._route_nodes, self._progress = [], None, [], (-1, math.inf, 0)
         self._partial = self._beyond = False  # following a route `toward` the goal; past its end
+        self._place = -1
 
     def shift(self, steps: int = 1) -> None:
         self.low.shift(steps)
@@ -280,12 +294,15 @@ class HierarchicalPlanner:
             avoid = torch.zeros(len(self.graph), dtype=torch.bool, device=self.graph.nodes.device)
             avoid[self.given_up] = True
             self._avoiding = self.graph.without(avoid)
+        at = self.graph.locate(z0)
+        if self.config.keep_place:
+            at = self._place = at if at >= 0 else self._place
         if new_goal or stuck or self._since >= self.config.replan_every:
             graph = self.graph if self._avoiding is None else self._avoiding
-            self._route_nodes, self.route_steps = graph.route(z0, goal)
+            self._route_nodes, self.route_steps = graph.route(z0, goal, at=self._start(graph, at))
             if not self._route_nodes and self._avoiding is not None:  # giving up cut the way: forget them
                 self.given_up, self._avoiding = [], None
-                self._route_nodes, self.route_steps = self.graph.route(z0, goal)
+                self._route_nodes, self.route_steps = self.graph.route(z0, goal, at=at)
             self._partial = False
             if not self._route_nodes and self.config.unrouted == "toward" and not self._beyond:
                 graph = self.graph if self._avoiding is None else self._avoiding
@@ -295,7 +312,6 @@ class HierarchicalPlanner:
                     self.route_steps = steps
             self.route = [self.graph.nodes[i] for i in self._route_nodes]
             self._goal, self._since = goal.clone(), 0
-        at = self.graph.locate(z0)
         passed = self._route_nodes.index(at) + 1 if at in self._route_nodes else 0
         del self.route[:passed], self._route_nodes[:passed]
         while self.route and self.reached(z0, self.route[0], self.config.pass_within):
@@ -304,6 +320,11 @@ class HierarchicalPlanner:
         if self._partial and not self.route:  # as far as the graph goes: for this goal, no way back there
             self._partial, self._beyond = False, True
         return self.route[0] if self.route else goal
+
+    @staticmethod
+    def _start(graph: LandmarkGraph, at: int) -> int:
+        """Where a route on ``graph`` starts: landmark ``at`` (-1: none), none where the graph avoids it."""
+        return -1 if at >= 0 and graph.avoid is not None and bool(graph.avoid[at]) else at
 
     def _stuck(self, z0: Tensor) -> bool:
         """Whether the current subgoal is to be given up (``stuck_steps``): the cost-to-go to it has not

@@ -201,7 +201,7 @@ class LandmarkGraph:
         return out
 
     @torch.no_grad()
-    def route(self, z: Tensor, z_goal: Tensor) -> tuple[list[int], float]:
+    def route(self, z: Tensor, z_goal: Tensor, at: int | None = None) -> tuple[list[int], float]:
         """The landmarks to visit from latent z [D] to z_goal [D] and the route's predicted steps.
 
         An empty list means "head for the goal directly": the goal is within ``max_edge`` of z and
@@ -209,10 +209,11 @@ class LandmarkGraph:
         estimate, however long; ``toward`` gives the way as far as the graph goes). With ``trusted``
         (experience edges), the learned steps are believed only that far: both ends join the
         landmarks within ``trusted`` (within ``max_edge`` when none is), and the agent heads straight
-        for the goal only when it is that near or no route exists.
+        for the goal only when it is that near or no route exists. ``at``: the landmark z is taken to be at
+        (-1: none) instead of ``locate(z)``.
         """
         n = len(self)
-        start, end = self.locate(z), self.locate(z_goal)
+        start, end = self.locate(z) if at is None else at, self.locate(z_goal)
         to_nodes = self._joins(start, self.steps(z.expand(n, -1), self.nodes))
         from_nodes = self._joins(end, self.steps(self.nodes, z_goal.expand(n, -1)))
         direct = float(self.steps(z[None], z_goal[None])[0])

@@ -70,13 +70,14 @@ def test_a_subgoal_that_does_not_come_nearer_is_given_up():
 
 def _u_corridor(**config) -> HierarchicalPlanner:
     """A U-shaped corridor walked once (left arm up, across the top, right arm down): its arms lie 0.3 apart,
-    3 learned steps through the wall between them. Experience edges, both ways, reach 4."""
+    3 learned steps through the wall between them. Experience edges, both ways, reach 4 unless given."""
     left = [(0.0, y) for y in torch.linspace(0, 1, 21).tolist()]
     top = [(x, 1.0) for x in (0.05, 0.1, 0.15, 0.2, 0.25)]
     right = [(0.3, y) for y in torch.linspace(1, 0, 21).tolist()]
     walk = torch.tensor(left + top + right)
     steps = lambda z, g: (z - g.expand_as(z)).norm(dim=-1) * 10  # noqa: E731
-    cfg = HierarchyConfig(landmarks=len(walk), max_edge=3.0, reach=4.0, edges="experience", reversible=True, **config)
+    config = {"reach": 4.0, **config}
+    cfg = HierarchyConfig(landmarks=len(walk), max_edge=3.0, edges="experience", reversible=True, **config)
     planner = HierarchicalPlanner(make_planner("mppi", 2, horizon=3, samples=16, elites=4, iterations=1, seed=0),
                                   cfg, steps)
     planner.build_graph(walk, episodes=torch.zeros(len(walk), dtype=torch.long))
@@ -122,6 +123,29 @@ def test_pass_within_keeps_the_subgoal_on_the_agents_side_of_a_wall():
         assert float(ahead[0]) < 0.3 and float(ahead[1]) > 0.9, (within, ahead)  # up the left arm or on top
     with pytest.raises(ValueError, match="pass_within"):
         HierarchyConfig(pass_within=-1.0)
+
+
+def test_keep_place_routes_from_the_last_landmark_when_pressed_out_of_its_range():
+    """keep_place. Trusted only 1 step (0.1) from a landmark, an agent pressed toward the wall between the U's
+    arms is near no landmark; joined wherever the cost-to-go rates landmarks within max_edge (3 steps), the
+    right arm beyond the wall is the short way. Counted at the last landmark it was at, the route goes round."""
+    here, pressed, goal = torch.tensor([0.0, 0.5]), torch.tensor([0.12, 0.5]), torch.tensor([0.3, 0.02])
+
+    def subgoals(keep_place: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        high = _u_corridor(ends="nearest", keep_place=keep_place, reach=1.0)
+        first = high._subgoal(here, goal)
+        assert high.graph.locate(pressed) == -1  # 1.2 steps from the left arm, 1.8 from the right one
+        high._since = high.config.replan_every   # the next call routes afresh
+        return first, high._subgoal(pressed, goal)
+
+    for keep_place in (False, True):
+        first, _ = subgoals(keep_place)
+        assert float(first[0]) == 0.0 and float(first[1]) > 0.5  # up the left arm
+    assert float(subgoals(False)[1][0]) == pytest.approx(0.3)  # across the wall
+    held = subgoals(True)[1]
+    assert float(held[0]) < 0.3 and float(held[1]) > 0.5, held  # still up the left arm
+    with pytest.raises(ValueError, match="keep_place"):
+        HierarchyConfig(keep_place=True)  # ends: learned has no place to keep
 
 
 def test_unrouted_toward_follows_the_graph_as_far_as_it_goes_then_heads_for_the_goal():
