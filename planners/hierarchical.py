@@ -299,7 +299,7 @@ class HierarchicalPlanner:
             at = self._place = at if at >= 0 else self._place
         if new_goal or stuck or self._since >= self.config.replan_every:
             graph = self.graph if self._avoiding is None else self._avoiding
-            self._route_nodes, self.route_steps = graph.route(z0, goal, at=self._start(graph, at))
+            self._route_nodes, self.route_steps = graph.route(z0, goal, at=at)
             if not self._route_nodes and self._avoiding is not None:  # giving up cut the way: forget them
                 self.given_up, self._avoiding = [], None
                 self._route_nodes, self.route_steps = self.graph.route(z0, goal, at=at)
@@ -320,11 +320,6 @@ class HierarchicalPlanner:
         if self._partial and not self.route:  # as far as the graph goes: for this goal, no way back there
             self._partial, self._beyond = False, True
         return self.route[0] if self.route else goal
-
-    @staticmethod
-    def _start(graph: LandmarkGraph, at: int) -> int:
-        """Where a route on ``graph`` starts: landmark ``at`` (-1: none), none where the graph avoids it."""
-        return -1 if at >= 0 and graph.avoid is not None and bool(graph.avoid[at]) else at
 
     def _stuck(self, z0: Tensor) -> bool:
         """Whether the current subgoal is to be given up (``stuck_steps``): the cost-to-go to it has not
