@@ -7,15 +7,14 @@ is a list of guardrail specs (``agent.guardrails``), validated here. Overrides s
 ``["training.steps=500", "planner.params.horizon=8"]`` are applied before validation; their values
 are parsed as YAML (never evaluated as code).
 
-YAML is read with a SafeLoader subclass that (a) rejects duplicate keys and (b) reads ``1e-3`` as
-a float (plain PyYAML follows YAML 1.1 and would read it as the string "1e-3").
+YAML is read with ``agent.typed_yaml.Loader`` (a SafeLoader that rejects duplicate keys and reads
+``1e-3`` as a float); the sections are built by ``agent.typed_yaml.build``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from agent.adaptation import AdaptationConfig
 from agent.cost import READOUT_PREFIX, TERM_NAMES, unknown_terms
 from agent.exploration import RANDOM_ACTIONS
 from agent.guardrails import make_guardrail
+from agent.typed_yaml import Loader, build, dotted
 from planners.hierarchical import HierarchyConfig
 
 OBS_MODES = ("state", "pixels")
@@ -37,28 +37,6 @@ FREE_FORM = {("world_model",), ("planner", "params"), ("cost",), ("env", "kwargs
              ("hierarchy",), ("adaptation",)}  # the last two are checked by their config classes once built
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader + YAML 1.2 floats (``1e-3``) + duplicate-key detection."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # keys merged in with << may be overridden; only literal repeats are errors
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d[\d_]*\.?[\d_]*(?:[eE][-+]?\d+)|\.\d+(?:[eE][-+]?\d+)?)$"),
-    list("-+0123456789."),
-)
 
 
 @dataclass
@@ -161,83 +139,15 @@ class LaunchConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> LaunchConfig:
-        return _build(cls, data, (), source)
+        return build(cls, data, (), source, _check_ranges)
 
 
 # ---------------------------------------------------------------------- validation
 
-def _dotted(path: tuple[str, ...]) -> str:
-    return ".".join(path) or "<top level>"
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _check_value(value: Any, tp: Any, path: tuple[str, ...], source: str) -> Any:
-    """Check ``value`` against a field annotation (str/int/float/bool, Optional, dict[str, X])."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        (tp,) = [t for t in options if t is not type(None)]
-        return _check_value(value, tp, path, source)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ValueError(f"{source}: '{_dotted(path)}' must be a list, got {type(value).__name__} {value!r}")
-        (item_tp,) = typing.get_args(tp)
-        return [_check_value(v, item_tp, (*path, str(i)), source) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{source}: '{_dotted(path)}' must be a mapping, got {type(value).__name__} {value!r}")
-        _, val_tp = typing.get_args(tp)
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise ValueError(f"{source}: keys of '{_dotted(path)}' must be strings, got {k!r}")
-            out[k] = v if val_tp is Any else _check_value(v, val_tp, (*path, k), source)
-        return out
-    ok = (
-        (tp is int and isinstance(value, int) and not isinstance(value, bool))
-        or (tp is float and isinstance(value, (int, float)) and not isinstance(value, bool))
-        or (tp in (str, bool) and isinstance(value, tp))
-    )
-    if not ok:
-        raise ValueError(f"{source}: '{_dotted(path)}' must be {_type_name(tp)}, "
-                         f"got {type(value).__name__} {value!r}")
-    return float(value) if tp is float else value
-
-
-def _build(cls: type, data: Any, path: tuple[str, ...], source: str) -> Any:
-    if not isinstance(data, dict):
-        raise ValueError(f"{source}: '{_dotted(path)}' must be a mapping, got {type(data).__name__} {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            raise ValueError(f"{source}: unknown key '{_dotted((*path, str(key)))}' "
-                             f"(valid keys here: {', '.join(fields)})")
-    kwargs = {}
-    for name, f in fields.items():
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if name not in data:
-            if required:
-                raise ValueError(f"{source}: missing required key '{_dotted((*path, name))}'")
-            continue
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, data[name], (*path, name), source)
-        else:
-            kwargs[name] = _check_value(data[name], tp, (*path, name), source)
-    obj = cls(**kwargs)
-    _check_ranges(obj, path, source)
-    return obj
-
 
 def _check_ranges(obj: Any, path: tuple[str, ...], source: str) -> None:
     def bad(key: str, why: str) -> ValueError:
-        return ValueError(f"{source}: '{_dotted((*path, key))}' {why}, got {getattr(obj, key)!r}")
+        return ValueError(f"{source}: '{dotted((*path, key))}' {why}, got {getattr(obj, key)!r}")
 
     if isinstance(obj, EnvSection):
         if not obj.id:
@@ -316,7 +226,7 @@ def _parse_overrides(overrides: list[str] | dict | None) -> list[tuple[str, Any]
         if not sep or not key.strip():
             raise ValueError(f"override {item!r}: expected key=value, e.g. training.steps=500")
         try:
-            value = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+            value = yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
         except yaml.YAMLError as exc:
             raise ValueError(f"override {item!r}: value is not valid YAML ({exc})") from exc
         out.append((key.strip(), value))
@@ -335,14 +245,14 @@ def apply_override(data: dict[str, Any], key: str, value: Any) -> None:
         fields = [f.name for f in dataclasses.fields(cls)] if cls is not None else []
         if part not in fields:
             valid = ", ".join(fields) if fields else "none, it is a plain value"
-            raise ValueError(f"override {key!r}: unknown key {part!r} under '{_dotted(parts[:i])}' (valid: {valid})")
+            raise ValueError(f"override {key!r}: unknown key {part!r} under '{dotted(parts[:i])}' (valid: {valid})")
         tp = typing.get_type_hints(cls)[part]
         cls = tp if dataclasses.is_dataclass(tp) else None
     node = data
     for i, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ValueError(f"override {key!r}: '{_dotted(parts[:i + 1])}' is {child!r}, not a mapping")
+            raise ValueError(f"override {key!r}: '{dotted(parts[:i + 1])}' is {child!r}, not a mapping")
         node = child
     node[parts[-1]] = value
 
@@ -356,7 +266,7 @@ def load_launch(path: str | Path, overrides: list[str] | dict | None = None) -> 
         raise FileNotFoundError(f"launch file not found: {path}")
     text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
