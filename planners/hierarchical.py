@@ -45,11 +45,19 @@ import torch
 from torch import Tensor
 
 from planners.base import Constraint, Dynamics, Plan, check_float, check_int
-from planners.landmarks import LandmarkGraph, StepsFn, experience_weights, farthest_point_sample, slow_features
+from planners.landmarks import (
+    LandmarkGraph,
+    StepsFn,
+    experience_weights,
+    farthest_point_sample,
+    pairwise_steps,
+    slow_features,
+)
 
 EDGE_KINDS = ("learned", "experience")
 END_KINDS = ("learned", "nearest")
 UNROUTED_KINDS = ("direct", "toward")
+EDGE_LENGTHS = ("visits", "rated")
 
 
 @dataclass
@@ -63,6 +71,12 @@ class HierarchyConfig:
     # belongs to a landmark within `reach` steps of it both ways): see planners.landmarks
     edges: str = "learned"
     reversible: bool = False    # experience edges also join in reverse (motions that can be undone)
+    # an experience edge's length: "visits", the fewest steps the agent took from a visit of one landmark to
+    # one of the other (two neighbouring landmarks' visits meet at their border: 1 step, however far apart
+    # the landmarks are); "rated", no less than the cost-to-go's rating of the two landmarks (both ways,
+    # if reversible). With "visits" an OGBench giant agent's route to a landmark 6 steps away went round a
+    # 5-hop loop of 1-2 step edges, and back, for 500 steps (BENCHMARKS.md)
+    edge_length: str = "visits"
     # experience edges: how many visited observations (whole episodes at random) the landmarks and
     # edges are read from; a 40k-step 4x4 replay read at 20k left landmarks on 83 of its 124 cells
     experience_steps: int = 20_000
@@ -113,6 +127,10 @@ class HierarchyConfig:
             raise ValueError(f"keep_place must be true or false, got {self.keep_place!r}")
         if self.pass_within is not None:
             check_float("pass_within", self.pass_within, 0.0)
+        if self.edge_length not in EDGE_LENGTHS:
+            raise ValueError(f"edge_length must be one of {EDGE_LENGTHS}, got {self.edge_length!r}")
+        if self.edge_length != "visits" and self.edges != "experience":
+            raise ValueError("edge_length sets the length of experience edges: it needs edges: experience")
         if self.ends not in END_KINDS:
             raise ValueError(f"ends must be one of {END_KINDS}, got {self.ends!r}")
         if self.unrouted not in UNROUTED_KINDS:
@@ -224,6 +242,9 @@ class HierarchicalPlanner:
             blocked = None if constraint is None else self._ruled_out(latents, constraint)
             weights = experience_weights(nodes, latents, torch.as_tensor(episodes), self.steps, cfg.max_edge,
                                          cfg.reach, cfg.reversible, blocked=blocked, key=self.key)
+            if cfg.edge_length == "rated":
+                rated = pairwise_steps(nodes, self.steps)
+                weights = torch.maximum(weights, torch.maximum(rated, rated.T) if cfg.reversible else rated)
         self.graph = LandmarkGraph(nodes, self.steps, cfg.max_edge, weights=weights,
                                    trusted=cfg.reach if weights is not None else None,
                                    key=self.key if cfg.ends == "nearest" else None)

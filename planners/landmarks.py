@@ -103,6 +103,15 @@ def label_visits(latents: Tensor, nodes: Tensor, steps: StepsFn, radius: float, 
     return torch.where(near, label, torch.full_like(label, -1))
 
 
+@torch.no_grad()
+def pairwise_steps(nodes: Tensor, steps: StepsFn, chunk: int = 64) -> Tensor:
+    """[N, N]: ``steps`` from each landmark of nodes [N, D] to each other."""
+    n = nodes.shape[0]
+    rows = [steps(nodes[i:i + chunk, None].expand(-1, n, -1), nodes[None].expand(min(chunk, n - i), n, -1))
+            for i in range(0, n, chunk)]
+    return torch.cat(rows).float()
+
+
 def experience_weights(nodes: Tensor, latents: Tensor, episodes: Tensor, steps: StepsFn, max_edge: float,
                        radius: float, reversible: bool = False, chunk: int = 4096,
                        blocked: Tensor | None = None, key: Callable[[Tensor], Tensor] | None = None) -> Tensor:
@@ -169,10 +178,7 @@ class LandmarkGraph:
                 raise ValueError(f"edge weights must be [{n}, {n}] for {n} landmarks, got {tuple(weights.shape)}")
             self.weights = weights.float()
         else:
-            with torch.no_grad():
-                rows = [steps(nodes[i:i + chunk, None].expand(-1, n, -1),
-                              nodes[None].expand(min(chunk, n - i), n, -1)) for i in range(0, n, chunk)]
-            pairwise = torch.cat(rows).float()
+            pairwise = pairwise_steps(nodes, steps, chunk)
             self.weights = torch.where(pairwise <= self.max_edge, pairwise, torch.full_like(pairwise, math.inf))
         self.dist, self.hop = shortest_paths(self.weights)
         self.avoid: Tensor | None = None  # [N] bool: landmarks no route uses (see `without`)

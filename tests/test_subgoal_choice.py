@@ -176,3 +176,32 @@ def test_unrouted_toward_follows_the_graph_as_far_as_it_goes_then_heads_for_the_
     assert toward.graph.toward(z0, torch.tensor([0.3, 0.3]))[0] == []      # a goal the graph reaches: route's
     with pytest.raises(ValueError, match="unrouted"):
         HierarchyConfig(unrouted="around")
+
+
+def test_rated_edge_length_keeps_a_loop_of_far_apart_landmarks_from_looking_short():
+    """edge_length. One walk from A (0, 0) to B (1, 0) along a line of 21 landmarks, 0.5 learned steps apart,
+    then back round a loop through (1, 1) and (0, 1), 10 learned steps a hop. Counted in the agent's steps
+    between visits (the loop's landmarks follow one another in the walk), A to (0, 1) is 1 step and (0, 1)
+    to B 2, so the route from A to B goes round the loop (3 against 20); no shorter than the cost-to-go
+    rates them (10 and 14.1), it takes the line."""
+    line = [(x, 0.0) for x in torch.linspace(0, 1, 21).tolist()]
+    walk = torch.tensor(line + [(1.0, 1.0), (0.0, 1.0), (0.0, 0.0)])
+    steps = lambda z, g: (z - g.expand_as(z)).norm(dim=-1) * 10  # noqa: E731
+
+    def route(edge_length: str) -> tuple[list[tuple[float, float]], float]:
+        cfg = HierarchyConfig(landmarks=len(walk), max_edge=2.0, reach=0.5, edges="experience", reversible=True,
+                              ends="nearest", edge_length=edge_length)
+        high = HierarchicalPlanner(make_planner("mppi", 2, horizon=3, samples=16, elites=4, iterations=1, seed=0),
+                                   cfg, steps)
+        high.build_graph(walk, episodes=torch.zeros(len(walk), dtype=torch.long))
+        path, length = high.graph.route(torch.tensor([0.0, 0.0]), torch.tensor([1.0, 0.0]))
+        return [tuple(high.graph.nodes[i].tolist()) for i in path], length
+
+    loop, short = route("visits")
+    assert any(y == 1.0 for _, y in loop) and short == pytest.approx(3.0)  # A, (0, 1), then 2 steps to B
+    straight, length = route("rated")
+    assert all(y == 0.0 for _, y in straight) and length == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="edge_length"):
+        HierarchyConfig(edge_length="rated")  # learned edges are the cost-to-go's already
+    with pytest.raises(ValueError, match="edge_length"):
+        HierarchyConfig(edges="experience", edge_length="metres")
