@@ -98,6 +98,11 @@ def write_mp4(path: str | os.PathLike, frames: list[np.ndarray], fps: int = 30) 
     """Encode frames to an H.264 MP4 with imageio-ffmpeg (bundled ffmpeg binary)."""
     import imageio
 
+    try:  # without it imageio picks another plugin by the suffix and fails on `fps` with a TypeError
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError as err:
+        raise ModuleNotFoundError("writing MP4 needs the package 'imageio-ffmpeg' (a dependency of oda): "
+                                  "pip install imageio-ffmpeg", name="imageio_ffmpeg") from err
     if not frames:
         raise ValueError("no frames to write")
     path = Path(path)

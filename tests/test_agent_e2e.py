@@ -389,5 +389,5 @@ def test_training_with_a_residual_memory_learns_only_from_the_steps_it_planned(t
     assert len(mem) == 40 - 1  # the last training episode: every step but the first
     assert cfg.training.exploration_noise > 0
     taken = trainer.replay._actions  # the replay holds the actions executed, noise included
-    for a in mem._a.numpy():
+    for a in mem._a.cpu().numpy():
         assert np.all(taken == a, axis=1).any(), "a remembered action was not one the agent executed"

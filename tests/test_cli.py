@@ -43,6 +43,17 @@ def test_oda_envs_show_writes_png_and_mp4(tmp_path, capsys):
     assert not list(tmp_path.glob("*.tmp.*")), "temporary video file left behind"
 
 
+def test_mp4_without_imageio_ffmpeg_names_the_missing_package(tmp_path, monkeypatch):
+    """Without imageio-ffmpeg imageio would pick another writer by the suffix and fail on `fps` (seen on a
+    GPU machine whose image lacked it): the error names the package instead, and no file is left."""
+    from envs.rendering import write_mp4
+
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # `import imageio_ffmpeg` raises ImportError
+    with pytest.raises(ModuleNotFoundError, match="imageio-ffmpeg"):
+        write_mp4(tmp_path / "v.mp4", [np.zeros((8, 8, 3), np.uint8)])
+    assert not list(tmp_path.iterdir())
+
+
 def test_bad_id_and_bad_parameter_give_clear_errors(capsys):
     assert main(["envs", "show", "oda/NoSuchTask-v0"]) == 2
     assert "unknown env id 'oda/NoSuchTask-v0'" in capsys.readouterr().err

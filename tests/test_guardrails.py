@@ -213,7 +213,7 @@ def test_planner_benchmark_times_each_cell_with_and_without_guardrails(tmp_path)
 
     out = tmp_path / "latency.json"
     main(["--models", "jepa-d8-h128", "--planners", "mppi", "--horizons", "3", "--samples", "64", "--iterations",
-          "1", "--repeats", "2", "--warmup", "1", "--threads", "1", "--guardrails", "--clock", "cpu",
+          "1", "--repeats", "2", "--warmup", "1", "--threads", "1", "--guardrails", "--clock", "cpu", "--device", "cpu",
           "--json", str(out)])
     rows = json.loads(out.read_text())["rows"]
     assert [r["guardrails"] for r in rows] == [False, True]
