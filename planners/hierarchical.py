@@ -24,7 +24,9 @@ call:
    empty, or when the goal is nearer than any route through landmarks; where no route reaches the
    goal, the goal too, unless ``unrouted: toward``: then the route ends at the landmark it can reach
    that the cost-to-go puts nearest the goal, and from there, for this goal, the goal itself);
-3. it runs the low-level planner, constraint (guardrails) included, and restores the goal.
+3. it runs the low-level planner, constraint (guardrails) included, and restores the goal; with
+   ``tumble_after: n``, once the route to the goal has not shortened in n calls, a random full-force
+   direction held for ``tumble_steps`` calls instead (where the constraint allows it).
 
 Landmarks that the constraint rules out (e.g. inside a keep-out zone, read out from the latent) are
 not used as subgoals: guardrails hold at the high level too, where readouts can judge a latent.
@@ -107,6 +109,13 @@ class HierarchyConfig:
     # near no landmark): "direct", head for the goal (flat MPC from there); "toward", first follow the
     # graph to the landmark it can reach that the cost-to-go puts nearest the goal, then head for it
     unrouted: str = "direct"
+    # > 0: when the route's length to the goal (the high level's own estimate, in steps) has not fallen by a
+    # step in this many calls, tumble: hold a random full-force direction for `tumble_steps` calls, then plan
+    # afresh without the low level's warm start (skipped where the constraint rules the tumble out). Against a
+    # door's frame a 4x4 agent's model predicted the ball through the wall and the way through the door as
+    # no better, and it pressed there for 600 steps (BENCHMARKS.md, "tumble_after"). 0: never.
+    tumble_after: int = 0
+    tumble_steps: int = 15
 
     def __post_init__(self) -> None:
         self.validate()
@@ -123,6 +132,8 @@ class HierarchyConfig:
         check_int("experience_steps", self.experience_steps, 1)
         check_int("place_dims", self.place_dims, 0)
         check_int("stuck_steps", self.stuck_steps, 0)
+        check_int("tumble_after", self.tumble_after, 0)
+        check_int("tumble_steps", self.tumble_steps, 1)
         if not isinstance(self.keep_place, bool):
             raise ValueError(f"keep_place must be true or false, got {self.keep_place!r}")
         if self.pass_within is not None:
@@ -209,6 +220,11 @@ class HierarchicalPlanner:
         self.given_up, self._avoiding, self._route_nodes, self._progress = [], None, [], (-1, math.inf, 0)
         self._partial = self._beyond = False  # following a route `toward` the goal; past its end
         self._place = -1
+        self._clear_tumble()
+
+    def _clear_tumble(self) -> None:
+        self._tumble: tuple[float, int] = (math.inf, 0)  # (shortest route seen, calls since it fell by a step)
+        self._tumble_left, self._tumble_dir = 0, None
 
     def shift(self, steps: int = 1) -> None:
         self.low.shift(steps)
@@ -310,6 +326,7 @@ class HierarchicalPlanner:
         new_goal = self._goal is None or not torch.equal(goal, self._goal)
         if new_goal:
             self.given_up, self._avoiding, self._beyond = [], None, False
+            self._clear_tumble()
         stuck = not new_goal and self._stuck(z0)
         if stuck:  # this goal's routes go round the landmarks given up (a Floyd-Warshall each time)
             avoid = torch.zeros(len(self.graph), dtype=torch.bool, device=self.graph.nodes.device)
@@ -374,7 +391,9 @@ class HierarchicalPlanner:
         high_ms = (time.perf_counter() - start) * 1e3
         objective.set_goal(subgoal)
         try:
-            plan = self.low.plan(z0, dynamics, objective, constraint)
+            plan = self._tumble_plan(z0, goal, dynamics, objective, constraint) if self.config.tumble_after else None
+            if plan is None:
+                plan = self.low.plan(z0, dynamics, objective, constraint)
         finally:
             objective.set_goal(goal)
         finer = plan.info.get("subgoals", [])  # set by a hierarchical level below this one
@@ -386,3 +405,38 @@ class HierarchicalPlanner:
             with torch.no_grad():
                 plan.info["coarse_next"] = self.coarse(z0, subgoal)
         return plan
+
+    @torch.no_grad()
+    def _tumble_plan(self, z0: Tensor, goal: Tensor, dynamics: Dynamics, objective: Any,
+                     constraint: Constraint | None) -> Plan | None:
+        """The tumble's plan for this call (``tumble_after``), or None: plan as usual. The tumble starts once the
+        route to ``goal`` has not shortened by a step in ``tumble_after`` calls, unless the goal is within
+        ``reach`` (the first trial tumbled a 4x4 agent off its goal); it is scored by the objective
+        (pointed at the subgoal) like any plan, and dropped where the constraint rules it out."""
+        if self._tumble_left == 0:
+            if self.reached(z0, goal):  # at the goal there is no step left to gain: stay
+                self._tumble = (math.inf, 0)
+                return None
+            steps = self.route_steps if self.route_steps is not None else float(self.steps(z0[None], goal[None])[0])
+            best, calls = self._tumble
+            if steps <= best - 1.0:
+                self._tumble = (steps, 0)
+                return None
+            self._tumble = (best, calls + 1)
+            if calls + 1 < self.config.tumble_after:
+                return None
+            direction = torch.randn(self.action_dim, generator=self.generator)
+            self._tumble_dir = (direction / direction.abs().max().clamp_min(1e-12)).to(self.device)
+            self._tumble_left = self.config.tumble_steps
+        actions = self._tumble_dir.expand(self.horizon, -1)[None]
+        latents = dynamics(z0[None], actions)
+        if constraint is not None and float(constraint(latents, actions)[0]) > 0:
+            self._clear_tumble()
+            return None
+        cost, terms = objective(latents, actions)
+        self._tumble_left -= 1
+        if self._tumble_left == 0:  # then plan afresh: the warm start still presses where the agent was stuck
+            self._clear_tumble()
+            self.low.reset()
+        return Plan(actions=actions[0].clone(), latents=latents[0], cost=float(cost[0]),
+                    terms={k: float(v[0]) for k, v in terms.items()}, info={"tumble": True})

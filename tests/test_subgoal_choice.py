@@ -205,3 +205,53 @@ def test_rated_edge_length_keeps_a_loop_of_far_apart_landmarks_from_looking_shor
         HierarchyConfig(edge_length="rated")  # learned edges are the cost-to-go's already
     with pytest.raises(ValueError, match="edge_length"):
         HierarchyConfig(edges="experience", edge_length="metres")
+
+
+class _GoalDistance:
+    """The planners' goal objective: squared distance to ``z_goal`` over the plan."""
+
+    def __init__(self, goal: torch.Tensor):
+        self.z_goal = goal
+
+    def set_goal(self, goal: torch.Tensor) -> None:
+        self.z_goal = goal
+
+    def __call__(self, z: torch.Tensor, actions: torch.Tensor):
+        dist = (z - self.z_goal).square().sum(-1).mean(1)
+        return dist, {"goal": dist}
+
+
+def test_tumble_after_no_progress_holds_a_random_full_force_direction_then_plans_afresh():
+    """tumble_after: an agent whose route to the goal does not shorten (here it cannot move at all) holds one
+    random direction on the surface of the action box for tumble_steps calls, then plans again; a tumble the
+    constraint rules out is not taken, nor one at the goal; off by default."""
+    line = torch.linspace(0, 1, 11)[:, None].repeat(1, 2)
+    steps_fn = lambda z, g: (z - g.expand_as(z)).norm(dim=-1) * 10  # noqa: E731
+    stuck = lambda z, a: z[:, None].expand(-1, a.shape[1], -1)  # noqa: E731
+    z0, goal = torch.zeros(2), torch.ones(2)
+
+    def calls(config: HierarchyConfig, n: int, constraint=None, start: torch.Tensor = z0) -> list:
+        high = HierarchicalPlanner(make_planner("mppi", 2, horizon=3, samples=16, elites=4, iterations=1, seed=0),
+                                   config, steps_fn, seed=0)
+        high.build_graph(line)
+        return [high.plan(start, stuck, _GoalDistance(goal), constraint) for _ in range(n)]
+
+    plans = calls(HierarchyConfig(landmarks=11, max_edge=3.0, tumble_after=3, tumble_steps=2), 9)
+    tumbles = [bool(p.info.get("tumble")) for p in plans]
+    # call 1 sets the route's length; calls 2-4 bring no step of progress: the 4th tumbles, and the 5th;
+    # then 3 more calls without progress, and the next tumble
+    assert tumbles == [False, False, False, True, True, False, False, False, True]
+    first, second, third = plans[3].actions, plans[4].actions, plans[8].actions
+    torch.testing.assert_close(first, second)  # one direction held
+    assert torch.allclose(first, first[0].expand_as(first)) and float(first.abs().max()) == pytest.approx(1.0)
+    assert not torch.allclose(third, first)  # a new draw for the next tumble
+    assert plans[3].info["route_left"] == plans[2].info["route_left"] and "subgoal" in plans[3].info
+    ruled_out = lambda z, a: torch.ones(z.shape[0])  # noqa: E731
+    assert not any(p.info.get("tumble") for p in calls(HierarchyConfig(landmarks=11, max_edge=3.0, tumble_after=3),
+                                                        6, ruled_out))
+    assert not any(p.info.get("tumble") for p in calls(HierarchyConfig(landmarks=11, max_edge=3.0), 6))
+    at_goal = goal - 0.05  # within reach (2 steps) of the goal: no step left to gain, no tumble
+    assert not any(p.info.get("tumble") for p in calls(HierarchyConfig(landmarks=11, max_edge=3.0, tumble_after=3),
+                                                        8, start=at_goal))
+    with pytest.raises(ValueError, match="tumble_steps"):
+        HierarchyConfig(tumble_steps=0)
