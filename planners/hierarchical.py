@@ -113,7 +113,7 @@ class HierarchyConfig:
     # step in this many calls, tumble: hold a random full-force direction for `tumble_steps` calls, then plan
     # afresh without the low level's warm start (skipped where the constraint rules the tumble out). Against a
     # door's frame a 4x4 agent's model predicted the ball through the wall and the way through the door as
-    # no better, and it pressed there for 600 steps (BENCHMARKS.md, "tumble_after"). 0: never.
+    # no better, and it pressed there for 550 steps (BENCHMARKS.md, "tumble_after"). 0: never.
     tumble_after: int = 0
     tumble_steps: int = 15
 
