@@ -37,16 +37,15 @@ the one above): it reads the subgoal it is given as its goal. ``Plan.info`` carr
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from planners.base import Constraint, Dynamics, Plan, check_float, check_int
+from planners.base import Constraint, Dynamics, Plan
+from planners.hierarchy_config import HierarchyConfig
 from planners.landmarks import (
     LandmarkGraph,
     StepsFn,
@@ -55,106 +54,7 @@ from planners.landmarks import (
     pairwise_steps,
     slow_features,
 )
-
-EDGE_KINDS = ("learned", "experience")
-END_KINDS = ("learned", "nearest")
-UNROUTED_KINDS = ("direct", "toward")
-EDGE_LENGTHS = ("visits", "rated")
-
-
-@dataclass
-class HierarchyConfig:
-    landmarks: int = 256        # subgoal candidates: a farthest-point sample of the agent's latents
-    max_edge: float = 10.0      # join landmarks the cost-to-go rates at most this many steps apart
-    reach: float = 2.0          # a subgoal within this many steps counts as reached: go to the next
-    replan_every: int = 10      # executed actions between two routings (the high level's time scale)
-    # what joins landmarks: "learned" (the cost-to-go rates them <= max_edge apart) or "experience"
-    # (the agent's episodes went from one to the other within max_edge steps; a visited latent
-    # belongs to a landmark within `reach` steps of it both ways): see planners.landmarks
-    edges: str = "learned"
-    reversible: bool = False    # experience edges also join in reverse (motions that can be undone)
-    # an experience edge's length: "visits", the fewest steps the agent took from a visit of one landmark to
-    # one of the other (two neighbouring landmarks' visits meet at their border: 1 step, however far apart
-    # the landmarks are); "rated", no less than the cost-to-go's rating of the two landmarks (both ways,
-    # if reversible). With "visits" an OGBench giant agent's route to a landmark 6 steps away went round a
-    # 5-hop loop of 1-2 step edges, and back, for 500 steps (BENCHMARKS.md)
-    edge_length: str = "visits"
-    # experience edges: how many visited observations (whole episodes at random) the landmarks and
-    # edges are read from; a 40k-step 4x4 replay read at 20k left landmarks on 83 of its 124 cells
-    experience_steps: int = 20_000
-    # > 0: landmarks are spread, counted (frontier) and matched to visits in the place_dims slowest
-    # directions of the visited latents (where the agent is, not how fast it moves: slow_features);
-    # 0: in the whole latent. Needs the visits in time order: experience edges.
-    place_dims: int = 0
-    # > 0: give up a subgoal that the cost-to-go has not seen come 1 step nearer in this many calls
-    # (not entered again until the goal changes or the episode ends); 0: never give up
-    stuck_steps: int = 0
-    # where the current latent and the goal join the graph (experience edges): "learned", at every
-    # landmark the cost-to-go rates within `reach`; "nearest", at the nearest landmark in the key
-    # (place_dims, else the latent) as visited latents are labelled, and a subgoal counts as passed
-    # once the agent is at it or at a later landmark of the route (LandmarkGraph.locate)
-    ends: str = "learned"
-    # the switching rule's threshold: a leading subgoal the cost-to-go puts within this many steps is
-    # passed; None: `reach`. The cost-to-go does not see every wall: with `reach: 8` a 4x4 agent
-    # passed the landmark in a door and pressed for 950 steps toward the next one, across the wall
-    # beside it. 0 (with ends: nearest) passes a subgoal only once the agent is at it (locate).
-    pass_within: float | None = None
-    # with ends: nearest, where the agent is at no landmark (between two, or pressed against a wall out of
-    # its landmark's range), count it at the last landmark it was at this episode, for routing and passing.
-    # False: join the graph wherever the cost-to-go rates a landmark near, which a smooth cost-to-go does
-    # through walls (an OGBench giant agent 7 m from its goal flipped for 550 steps between a route round
-    # the wall and one across it, as it came in and out of its landmark's range: BENCHMARKS.md)
-    keep_place: bool = False
-    # when no route joins the agent to the goal (their parts of the graph are apart, or the goal is
-    # near no landmark): "direct", head for the goal (flat MPC from there); "toward", first follow the
-    # graph to the landmark it can reach that the cost-to-go puts nearest the goal, then head for it
-    unrouted: str = "direct"
-    # > 0: when the route's length to the goal (the high level's own estimate, in steps) has not fallen by a
-    # step in this many calls, tumble: hold a random full-force direction for `tumble_steps` calls, then plan
-    # afresh without the low level's warm start (skipped where the constraint rules the tumble out). Against a
-    # door's frame a 4x4 agent's model predicted the ball through the wall and the way through the door as
-    # no better, and it pressed there for 550 steps (BENCHMARKS.md, "tumble_after"). 0: never.
-    tumble_after: int = 0
-    tumble_steps: int = 15
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        if self.edges not in EDGE_KINDS:
-            raise ValueError(f"edges must be one of {EDGE_KINDS}, got {self.edges!r}")
-        if not isinstance(self.reversible, bool):
-            raise ValueError(f"reversible must be true or false, got {self.reversible!r}")
-        check_int("landmarks", self.landmarks, 2)
-        check_float("max_edge", self.max_edge, 0.0, low_open=True)
-        check_float("reach", self.reach, 0.0)
-        check_int("replan_every", self.replan_every, 1)
-        check_int("experience_steps", self.experience_steps, 1)
-        check_int("place_dims", self.place_dims, 0)
-        check_int("stuck_steps", self.stuck_steps, 0)
-        check_int("tumble_after", self.tumble_after, 0)
-        check_int("tumble_steps", self.tumble_steps, 1)
-        if not isinstance(self.keep_place, bool):
-            raise ValueError(f"keep_place must be true or false, got {self.keep_place!r}")
-        if self.pass_within is not None:
-            check_float("pass_within", self.pass_within, 0.0)
-        if self.edge_length not in EDGE_LENGTHS:
-            raise ValueError(f"edge_length must be one of {EDGE_LENGTHS}, got {self.edge_length!r}")
-        if self.edge_length != "visits" and self.edges != "experience":
-            raise ValueError("edge_length sets the length of experience edges: it needs edges: experience")
-        if self.ends not in END_KINDS:
-            raise ValueError(f"ends must be one of {END_KINDS}, got {self.ends!r}")
-        if self.unrouted not in UNROUTED_KINDS:
-            raise ValueError(f"unrouted must be one of {UNROUTED_KINDS}, got {self.unrouted!r}")
-        if self.ends == "nearest" and self.edges != "experience":
-            raise ValueError("ends: nearest joins a latent to a landmark as experience edges label visits: "
-                             "it needs edges: experience")
-        if self.keep_place and self.ends != "nearest":
-            raise ValueError("keep_place holds the landmark that ends: nearest located the agent at: it needs "
-                             "ends: nearest")
-        if self.place_dims and self.edges != "experience":
-            raise ValueError("place_dims reads the slow directions off the agent's steps in time order: "
-                             "it needs edges: experience")
+from planners.tumble import StepProgress, Tumble
 
 
 def _identity(z: Tensor) -> Tensor:
@@ -177,7 +77,9 @@ class HierarchicalPlanner:
         self.given_up: list[int] = []        # landmarks given up this episode (stuck_steps)
         self._avoiding: LandmarkGraph | None = None  # the graph without them
         self._route_nodes: list[int] = []    # the route's landmark indices
-        self._progress: tuple[int, float, int] = (-1, math.inf, 0)  # (landmark, nearest steps, calls since)
+        self._progress = StepProgress()      # toward the route's first landmark (stuck_steps)
+        self._progress_node = -1
+        self._tumble = Tumble(config.tumble_after, config.tumble_steps, low.action_dim, self.generator)
         self._place = -1                     # the last landmark the agent was located at (keep_place)
         self._goal: Tensor | None = None
         self._since = 0
@@ -217,14 +119,11 @@ class HierarchicalPlanner:
 
     def _clear_route(self) -> None:
         self.route, self.route_steps, self._goal, self._since = [], None, None, 0
-        self.given_up, self._avoiding, self._route_nodes, self._progress = [], None, [], (-1, math.inf, 0)
+        self.given_up, self._avoiding, self._route_nodes, self._progress_node = [], None, [], -1
+        self._progress.reset()
         self._partial = self._beyond = False  # following a route `toward` the goal; past its end
         self._place = -1
-        self._clear_tumble()
-
-    def _clear_tumble(self) -> None:
-        self._tumble: tuple[float, int] = (math.inf, 0)  # (shortest route seen, calls since it fell by a step)
-        self._tumble_left, self._tumble_dir = 0, None
+        self._tumble.reset()
 
     def shift(self, steps: int = 1) -> None:
         self.low.shift(steps)
@@ -326,7 +225,7 @@ class HierarchicalPlanner:
         new_goal = self._goal is None or not torch.equal(goal, self._goal)
         if new_goal:
             self.given_up, self._avoiding, self._beyond = [], None, False
-            self._clear_tumble()
+            self._tumble.reset()
         stuck = not new_goal and self._stuck(z0)
         if stuck:  # this goal's routes go round the landmarks given up (a Floyd-Warshall each time)
             avoid = torch.zeros(len(self.graph), dtype=torch.bool, device=self.graph.nodes.device)
@@ -362,20 +261,18 @@ class HierarchicalPlanner:
     def _stuck(self, z0: Tensor) -> bool:
         """Whether the current subgoal is to be given up (``stuck_steps``): the cost-to-go to it has not
         fallen by a step in that many calls. Then it joins ``given_up``."""
-        if not self.config.stuck_steps or not self._route_nodes:
-            self._progress = (-1, math.inf, 0)
+        node = self._route_nodes[0] if self.config.stuck_steps and self._route_nodes else -1
+        if node != self._progress_node:
+            self._progress.reset()
+            self._progress_node = node
+        if node < 0:
             return False
-        node = self._route_nodes[0]
         steps = float(self.steps(z0[None], self.graph.nodes[node][None])[0])
-        last, nearest, calls = self._progress
-        if node != last or steps <= nearest - 1.0:
-            self._progress = (node, steps, 0)
-            return False
-        self._progress = (node, nearest, calls + 1)
-        if calls + 1 < self.config.stuck_steps:
+        if self._progress.stalled(steps) < self.config.stuck_steps:
             return False
         self.given_up.append(node)
-        self._progress = (-1, math.inf, 0)
+        self._progress.reset()
+        self._progress_node = -1
         return True
 
     def plan(self, z0: Tensor, dynamics: Dynamics, objective: Any, constraint: Constraint | None = None) -> Plan:
@@ -391,7 +288,7 @@ class HierarchicalPlanner:
         high_ms = (time.perf_counter() - start) * 1e3
         objective.set_goal(subgoal)
         try:
-            plan = self._tumble_plan(z0, goal, dynamics, objective, constraint) if self.config.tumble_after else None
+            plan = self._tumble_plan(z0, goal, dynamics, objective, constraint)
             if plan is None:
                 plan = self.low.plan(z0, dynamics, objective, constraint)
         finally:
@@ -409,34 +306,16 @@ class HierarchicalPlanner:
     @torch.no_grad()
     def _tumble_plan(self, z0: Tensor, goal: Tensor, dynamics: Dynamics, objective: Any,
                      constraint: Constraint | None) -> Plan | None:
-        """The tumble's plan for this call (``tumble_after``), or None: plan as usual. The tumble starts once the
-        route to ``goal`` has not shortened by a step in ``tumble_after`` calls, unless the goal is within
-        ``reach`` (the first trial tumbled a 4x4 agent off its goal); it is scored by the objective
-        (pointed at the subgoal) like any plan, and dropped where the constraint rules it out."""
-        if self._tumble_left == 0:
-            if self.reached(z0, goal):  # at the goal there is no step left to gain: stay
-                self._tumble = (math.inf, 0)
-                return None
-            steps = self.route_steps if self.route_steps is not None else float(self.steps(z0[None], goal[None])[0])
-            best, calls = self._tumble
-            if steps <= best - 1.0:
-                self._tumble = (steps, 0)
-                return None
-            self._tumble = (best, calls + 1)
-            if calls + 1 < self.config.tumble_after:
-                return None
-            direction = torch.randn(self.action_dim, generator=self.generator)
-            self._tumble_dir = (direction / direction.abs().max().clamp_min(1e-12)).to(self.device)
-            self._tumble_left = self.config.tumble_steps
-        actions = self._tumble_dir.expand(self.horizon, -1)[None]
-        latents = dynamics(z0[None], actions)
-        if constraint is not None and float(constraint(latents, actions)[0]) > 0:
-            self._clear_tumble()
+        """``tumble_after``: the tumble's plan for this call, or None. Progress is the route's length to the goal;
+        no tumble with the goal within ``reach`` (the first trial tumbled a 4x4 agent off its goal). After a
+        tumble the low level plans afresh: its warm start still presses where the agent was stuck."""
+        if not self.config.tumble_after:
             return None
-        cost, terms = objective(latents, actions)
-        self._tumble_left -= 1
-        if self._tumble_left == 0:  # then plan afresh: the warm start still presses where the agent was stuck
-            self._clear_tumble()
+        if not self._tumble.left and self.reached(z0, goal):
+            self._tumble.reset()
+            return None
+        steps = self.route_steps if self.route_steps is not None else float(self.steps(z0[None], goal[None])[0])
+        plan = self._tumble.plan(z0, steps, self.horizon, dynamics, objective, constraint)
+        if plan is not None and not self._tumble.left:
             self.low.reset()
-        return Plan(actions=actions[0].clone(), latents=latents[0], cost=float(cost[0]),
-                    terms={k: float(v[0]) for k, v in terms.items()}, info={"tumble": True})
+        return plan
