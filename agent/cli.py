@@ -172,18 +172,33 @@ def _eval_part(args: argparse.Namespace, indices: list[int]) -> tuple[Any, dict,
     return cfg, calibration, runs, plan_ms, actor.guardrails is not None
 
 
+def episode_indices(args: argparse.Namespace) -> list[int]:
+    """The evaluation episodes to run: ``--only``'s indices (sorted, each once), else 0 .. --episodes - 1."""
+    if args.only is None:
+        if args.episodes < 1:
+            raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+        return list(range(args.episodes))
+    try:
+        indices = sorted({int(part) for part in args.only.split(",")})
+    except ValueError:
+        indices = []
+    if not indices or indices[0] < 0:
+        raise ValueError(f"--only takes episode indices >= 0 separated by commas (e.g. 3,17), got {args.only!r}")
+    return indices
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from agent.evaluate import summarise
 
-    if args.workers < 1 or args.episodes < 1:
-        raise ValueError(f"--workers and --episodes must be >= 1, got {args.workers} and {args.episodes}")
-    workers = min(args.workers, args.episodes)
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    indices = episode_indices(args)
+    workers = min(args.workers, len(indices))
     if workers == 1:
-        parts = [_eval_part(args, list(range(args.episodes)))]
+        parts = [_eval_part(args, indices)]
     else:  # episodes dealt round-robin; each plays as it would in one process (its seed restarts the draws)
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            parts = list(pool.map(_eval_part, [args] * workers,
-                                  [list(range(w, args.episodes, workers)) for w in range(workers)]))
+            parts = list(pool.map(_eval_part, [args] * workers, [indices[w::workers] for w in range(workers)]))
     cfg, calibration, guardrails = parts[0][0], parts[0][1], parts[0][4]
     runs = sorted((r for part in parts for r in part[2]), key=lambda r: r["seed"])
     summary = summarise(runs, [ms for part in parts for ms in part[3]], guardrails, args.per_episode)
@@ -197,8 +212,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_record(args: argparse.Namespace) -> int:
     from agent.record import record
 
+    indices = episode_indices(args)
     cfg, env, actor, calibration = _load_actor(args)
-    result = record(env, actor, args.episodes, args.out, size=args.size, seed=args.seed)
+    result = record(env, actor, indices, args.out, size=args.size, seed=args.seed)
     print(json.dumps({"task": cfg.env.id, **result, **calibration}))
     return 0
 
@@ -219,6 +235,9 @@ def _add_agent_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="decision-time overrides, e.g. guardrails='[{type: keep_out, ...}]' "
                    "or env.kwargs.speed_limit=0.1 (guardrails, cost, env.kwargs, planner, training.replan_every)")
     p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--only", default=None, metavar="I,J,...",
+                   help="instead of the first --episodes: only these episodes of the seed block (indices from 0, "
+                        "e.g. the failures listed by an earlier --per-episode run); each plays as it did there")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed block (disjoint from training seeds)")
     p.add_argument("--planner", default=None, help="plan with another planner: cem, mppi, gradient, random")
     p.add_argument("--planner-params", nargs="*", default=[], help="planner settings as key=value")

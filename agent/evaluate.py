@@ -109,10 +109,12 @@ def summarise(runs: list[dict[str, Any]], plan_ms: list[float], guardrails: bool
     return summary
 
 
-def evaluate(env: gym.Env, actor: MPCActor, episodes: int, seed: int = 0,
+def evaluate(env: gym.Env, actor: MPCActor, episodes: int | Iterable[int], seed: int = 0,
              on_step: Callable[[gym.Env, MPCActor, dict], None] | None = None,
              per_episode: bool = False) -> dict[str, Any]:
-    """Run ``episodes`` episodes with seeds ``EVAL_SEED_BASE + seed * 10_000 + i`` and summarise
-    (with ``per_episode``, also each episode's own record under ``"per_episode"``)."""
-    runs, plan_ms = run_episodes(env, actor, range(episodes), seed, on_step)
+    """Run ``episodes`` episodes (a count: indices 0 .. n - 1; or the indices themselves) with seeds
+    ``EVAL_SEED_BASE + seed * 10_000 + i`` and summarise (with ``per_episode``, also each episode's own
+    record under ``"per_episode"``)."""
+    indices = range(episodes) if isinstance(episodes, int) else episodes
+    runs, plan_ms = run_episodes(env, actor, indices, seed, on_step)
     return summarise(runs, plan_ms, actor.guardrails is not None, per_episode)

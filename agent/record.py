@@ -10,6 +10,7 @@ frame gets a red border on every step where the simulator reports a safety viola
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,9 +95,10 @@ def goal_image(env: gym.Env, actor: MPCActor) -> np.ndarray | None:
     return goal if goal.ndim == 3 else goal[-1]
 
 
-def record(env: gym.Env, actor: MPCActor, episodes: int, out: str | Path, size: int = 256,
+def record(env: gym.Env, actor: MPCActor, episodes: int | Sequence[int], out: str | Path, size: int = 256,
            seed: int = 0, marker_radius: float | None = None) -> dict[str, Any]:
-    """Evaluate ``episodes`` episodes and write them as one MP4; returns the evaluation summary."""
+    """Evaluate ``episodes`` episodes (a count, or the evaluation episode indices) and write them as one
+    MP4; returns the evaluation summary."""
     frames: list[np.ndarray] = []
     base = env.unwrapped
     if marker_radius is None:  # about 1.5% of the scene's extent

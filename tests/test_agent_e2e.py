@@ -75,6 +75,15 @@ def test_record_writes_a_video_with_the_plan(trained_run, tmp_path, capsys):
     with imageio.get_reader(out) as reader:
         frames = list(reader.iter_data())
     assert len(frames) == 41 and frames[0].shape == (64, 64, 3)
+    # one chosen episode of the seed block (e.g. a failure to look at): the episode `oda eval` played
+    assert main(["record", str(trained_run / "step_00000240"), "--only", "3", "--out", str(out), "--size", "64"]) == 0
+    recorded = json.loads(capsys.readouterr().out)
+    assert recorded["episodes"] == 1 and recorded["frames"] == 41
+    finals = []
+    for index in ("3", "0"):
+        assert main(["eval", str(trained_run / "step_00000240"), "--only", index, "--json"]) == 0
+        finals.append(json.loads(capsys.readouterr().out)["final_goal_distance_mean"])
+    assert recorded["final_goal_distance_mean"] == finals[0] != finals[1]
 
 
 def test_saved_and_loaded_agent_act_identically(trained_run):
@@ -119,6 +128,12 @@ def test_eval_split_over_worker_processes_gives_the_one_process_result(trained_r
     timing = ("plan_ms_median", "plan_ms_p95")
     assert {k: v for k, v in two.items() if k not in timing} == {k: v for k, v in one.items() if k not in timing}
     assert main([*common, "--workers", "0"]) == 2 and "--workers" in capsys.readouterr().err
+    # chosen episodes (e.g. an earlier run's failures) play as they did in the full run, on any worker
+    assert main([*common, "--only", "2,0", "--workers", "2"]) == 0
+    chosen = json.loads(capsys.readouterr().out)
+    assert chosen["episodes"] == 2 and chosen["per_episode"] == [one["per_episode"][0], one["per_episode"][2]]
+    for bad in ("1,x", "-1", ""):
+        assert main([*common, "--only", bad]) == 2 and "--only" in capsys.readouterr().err
 
 
 def test_resume_continues_at_the_saved_step_with_the_replay(trained_run, tmp_path):
