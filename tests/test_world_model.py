@@ -128,6 +128,27 @@ def test_shapes_and_latent_normalisation():
         make_encoder("vit", _cfg())
 
 
+def test_input_weights_scale_the_normalised_observation_and_travel_with_the_config():
+    weights = [1.0, 1.0, 0.0, 2.0]
+    model = JEPAWorldModel(_cfg(input_weights=weights))
+    model.update_normalizer(torch.randn(256, 4) * torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    obs = torch.randn(6, 4)
+    moved = obs.clone()
+    moved[:, 2] += 5.0  # a feature weighted 0 is not seen, by the online or the target encoder
+    torch.testing.assert_close(model.encode(moved), model.encode(obs))
+    torch.testing.assert_close(model.encode_target(moved), model.encode_target(obs))
+    # the same as an unweighted encoder fed the weighted normalised observation
+    x = model.encoder.normalizer(obs) * torch.tensor(weights)
+    torch.testing.assert_close(model.encode(obs), torch.nn.functional.layer_norm(model.encoder.net(x), (16,)))
+    assert "encoder.input_weights" not in model.state_dict()  # kept in the config, which checkpoints carry
+    assert WorldModelConfig.from_dict(model.cfg.to_dict()).input_weights == weights
+    for bad in ([1.0, 1.0], [1.0, -1.0, 1.0, 1.0], [1.0, float("nan"), 1.0, 1.0], [1, True, 1, 1]):
+        with pytest.raises(ValueError, match="input_weights"):
+            JEPAWorldModel(_cfg(input_weights=bad))
+    with pytest.raises(ValueError, match="input_weights"):
+        _cfg(encoder="conv", obs_shape=[8, 8, 3], input_weights=[1.0] * 4).validate()
+
+
 def test_rollout_is_differentiable_and_batches_thousands(trained):
     model, _ = trained
     z0 = model.encode(torch.randn(1, 4)).detach().expand(2048, -1)

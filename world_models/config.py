@@ -110,6 +110,11 @@ class WorldModelConfig:
     # poorly (e.g. an end-effector speed), so predicted trajectories carry it. Default: pure probes.
     readout_grounding: list[str] = field(default_factory=list)
     grounding_weight: float = 1.0
+    # State encoder only: a weight per observation feature, applied after the normaliser (empty = all 1;
+    # 0 = the feature is unseen). The latent's distances start from the normalised observation's geometry
+    # (Push: a 0.2 rad turn of the block is 5.9 times a 2 cm move at the input, 4.4-5.6 times in the
+    # latent); weighting the block's position 3x moved the latent's ratio only to 4.0 (BENCHMARKS.md).
+    input_weights: list[float] = field(default_factory=list)
     norm_min_std: float = 1e-2  # input normaliser: std clamp (constant inputs never divide by ~0)
     norm_clip: float = 10.0     # input normaliser: normalised inputs are clipped to +-norm_clip
     seed: int | None = None     # when set, parameter init uses this seed (global RNG left untouched)
@@ -174,6 +179,15 @@ class WorldModelConfig:
                              f"{self.pretrained_image_size!r}")
         if not isinstance(self.image_shift, int) or self.image_shift < 0:
             raise ValueError(f"WorldModelConfig.image_shift must be an int >= 0, got {self.image_shift!r}")
+        if self.input_weights:
+            weights = self.input_weights
+            if self.encoder != "mlp" or not isinstance(weights, list) or len(weights) != self.obs_dim:
+                raise ValueError(f"WorldModelConfig.input_weights must be one weight per observation feature "
+                                 f"({self.obs_dim}) of the state encoder 'mlp' (encoder {self.encoder!r}), "
+                                 f"got {weights!r}")
+            if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w < float("inf")
+                       for w in weights):
+                raise ValueError(f"WorldModelConfig.input_weights must be finite numbers >= 0, got {weights!r}")
         for key, dim in self.measurement_dims.items():
             if not isinstance(dim, int) or dim <= 0:
                 raise ValueError(f"WorldModelConfig.measurement_dims[{key!r}] must be a positive int, got {dim!r}")
@@ -189,8 +203,9 @@ class WorldModelConfig:
         if unknown:
             raise ValueError(f"unknown WorldModelConfig keys {unknown}; known: {sorted(known)}")
         values = dict(data)
-        if "readout_grounding" in values:
-            values["readout_grounding"] = list(values["readout_grounding"])
+        for name in ("readout_grounding", "input_weights"):
+            if name in values:
+                values[name] = list(values[name])
         if "measurement_dims" in values:
             values["measurement_dims"] = {str(k): int(v) for k, v in values["measurement_dims"].items()}
         return cls(**values)

@@ -105,11 +105,17 @@ class MLPEncoder(Encoder):
         self.latent_dim = cfg.latent_dim
         self.normalizer = RunningNormalizer(cfg.obs_dim, cfg.norm_min_std, cfg.norm_clip)
         self.net = mlp(cfg.obs_dim, cfg.hidden_dim, cfg.latent_dim, cfg.encoder_layers)
+        # per-feature weights on the normalised input (cfg.input_weights), from the config: not in the state dict
+        weights = torch.tensor(cfg.input_weights, dtype=torch.float32) if cfg.input_weights else None
+        self.register_buffer("input_weights", weights, persistent=False)
 
     def forward(self, obs: Tensor) -> Tensor:
         if obs.shape[-1] != self.obs_dim:
             raise ValueError(f"obs has last dim {obs.shape[-1]}, the encoder expects obs_dim={self.obs_dim}")
-        return normalize_latent(self.net(self.normalizer(obs)))
+        x = self.normalizer(obs)
+        if self.input_weights is not None:
+            x = x * self.input_weights
+        return normalize_latent(self.net(x))
 
     def update_normalizer(self, obs: Tensor) -> None:
         self.normalizer.update(obs)
