@@ -2,7 +2,6 @@
 
 import json
 import shutil
-from pathlib import Path
 
 import imageio
 import numpy as np
@@ -16,20 +15,6 @@ from agent.evaluate import EVAL_SEED_BASE, run_episode
 from agent.launch import eval_overrides, load_launch
 from agent.snapshot import load_agent
 from agent.trainer import Trainer
-
-LAUNCH = Path(__file__).parent.parent / "launch" / "demo.yaml"
-TINY = ["training.steps=240", "training.seed_steps=120", "training.batch_size=16", "training.eval_every=240",
-        "training.eval_episodes=1", "training.checkpoint_every=120", "training.episode_steps=40",
-        "world_model.latent_dim=8", "world_model.hidden_dim=32", "world_model.train_horizon=3",
-        "planner.params.samples=32", "planner.params.elites=8", "planner.params.horizon=4",
-        "planner.params.iterations=2"]
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
-    assert main(["train", str(LAUNCH), *TINY, f"run_dir={run}", "--quiet"]) == 0
-    return run
 
 
 def test_train_writes_checkpoints_tensorboard_and_eval_log(trained_run):
@@ -136,11 +121,11 @@ def test_eval_split_over_worker_processes_gives_the_one_process_result(trained_r
         assert main([*common, "--only", bad]) == 2 and "--only" in capsys.readouterr().err
 
 
-def test_resume_continues_at_the_saved_step_with_the_replay(trained_run, tmp_path):
+def test_resume_continues_at_the_saved_step_with_the_replay(trained_run, tmp_path, demo_launch, tiny):
     run = tmp_path / "resumed"
     shutil.copytree(trained_run, run)
     shutil.rmtree(run / "step_00000240")
-    cfg = load_launch(LAUNCH, [*TINY, f"run_dir={run}"])
+    cfg = load_launch(demo_launch, [*tiny, f"run_dir={run}"])
     trainer = Trainer(cfg, resume=True, progress=False)
     assert trainer.step == 120 and trainer.replay.num_steps == 120
     assert trainer.replay.num_episodes == 3
@@ -180,10 +165,10 @@ def test_corrupt_and_foreign_checkpoints_are_refused(trained_run, tmp_path, caps
     assert "does not fit this version's world model" in capsys.readouterr().err
 
 
-def test_benchmark_writes_results_table_and_plots(tmp_path, capsys):
+def test_benchmark_writes_results_table_and_plots(tmp_path, capsys, demo_launch, tiny):
     out = tmp_path / "bench"
-    assert main(["benchmark", str(LAUNCH), "--seeds", "0", "--episodes", "1", "--planners", "mppi", "random",
-                 "--set", *TINY, "--out", str(out), "--quiet"]) == 0
+    assert main(["benchmark", str(demo_launch), "--seeds", "0", "--episodes", "1", "--planners", "mppi", "random",
+                 "--set", *tiny, "--out", str(out), "--quiet"]) == 0
     rows = json.loads((out / "results.json").read_text())
     assert [r["planner"] for r in rows] == ["mppi", "random"]
     assert all(r["env_steps"] == 240 and r["episodes"] == 1 for r in rows)
@@ -193,101 +178,28 @@ def test_benchmark_writes_results_table_and_plots(tmp_path, capsys):
         assert (out / png).stat().st_size > 1000
 
 
-def test_benchmark_runs_seeds_on_worker_processes(tmp_path):
+def test_benchmark_runs_seeds_on_worker_processes(tmp_path, demo_launch, tiny):
     out = tmp_path / "bench"
-    assert main(["benchmark", str(LAUNCH), "--seeds", "0", "1", "--episodes", "1", "--workers", "2",
-                 "--set", *TINY, "--out", str(out), "--quiet"]) == 0
+    assert main(["benchmark", str(demo_launch), "--seeds", "0", "1", "--episodes", "1", "--workers", "2",
+                 "--set", *tiny, "--out", str(out), "--quiet"]) == 0
     rows = json.loads((out / "results.json").read_text())
     assert [(r["seed"], r["planner"]) for r in rows] == [(0, "mppi"), (1, "mppi")]
     assert (out / "demo" / "seed1" / "step_00000240" / "weights.safetensors").is_file()
     assert "| demo | oda/PointMaze-v0 | mppi | 2 |" in (out / "results.md").read_text()
-    assert main(["benchmark", str(LAUNCH), "--workers", "0", "--out", str(out)]) == 2
+    assert main(["benchmark", str(demo_launch), "--workers", "0", "--out", str(out)]) == 2
 
 
-def test_benchmark_refuses_an_override_given_as_a_launch_file_before_training(tmp_path, capsys):
+def test_benchmark_refuses_an_override_given_as_a_launch_file_before_training(tmp_path, capsys, demo_launch):
     out = tmp_path / "bench"
-    assert main(["benchmark", str(LAUNCH), "training.steps=100", "--out", str(out), "--quiet"]) == 2
+    assert main(["benchmark", str(demo_launch), "training.steps=100", "--out", str(out), "--quiet"]) == 2
     assert "--set training.steps=100" in capsys.readouterr().err
     assert not out.exists()  # nothing trained, nothing written
 
 
-def test_guardrails_set_at_evaluation_time_report_confusion_and_fallbacks(trained_run, capsys):
-    rail = "guardrails=[{type: keep_out, key: agent_xy, center: [0.0, 0.0], radius: 0.5}]"
-    assert main(["eval", str(trained_run), rail, "--episodes", "1", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    confusion = result["confusion"]
-    assert sum(confusion.values()) == result["episode_len_mean"]  # one prediction per executed step
-    assert 0 <= result["fallbacks"] <= result["episode_len_mean"]
-    assert main(["eval", str(trained_run), "--episodes", "1"]) == 0
-    assert "confusion" not in capsys.readouterr().out  # no guardrails, no confusion
-    assert main(["eval", str(trained_run), "world_model.latent_dim=4", "--episodes", "1"]) == 2
-    assert "at evaluation only guardrails" in capsys.readouterr().err
-    assert main(["eval", str(trained_run), rail, "--episodes", "1", "--calibrate", "1", "--json"]) == 0
-    bound = json.loads(capsys.readouterr().out)["readout_error_bound"]["agent_xy"]
-    assert len(bound) == 4 and all(b > 0 for b in bound)  # TINY: horizon 4
-    assert main(["eval", str(trained_run), rail, "--episodes", "1", "--calibrate", "1", "--calibrate-near", "0.3",
-                 "--json"]) == 0
-    near = json.loads(capsys.readouterr().out)
-    assert near["calibration_near"] == 0.3 and len(near["calibration_samples"]["agent_xy"]) == 4
-    assert main(["eval", str(trained_run), rail, "guardrail_horizon=2", "--episodes", "1", "--calibrate", "1",
-                 "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)["readout_error_bound"]["agent_xy"]) == 2  # the steps checked
-    assert main(["eval", str(trained_run), rail, "guardrail_fallback=least_violation", "--episodes", "2",
-                 "--per-episode", "--json"]) == 0
-    listed = json.loads(capsys.readouterr().out)
-    assert [e["seed"] for e in listed["per_episode"]] == [1_000_000, 1_000_001]
-    assert sum(e["fallbacks"] for e in listed["per_episode"]) == listed["fallbacks"]
-    assert sum(e["recoveries"] for e in listed["per_episode"]) == listed["recoveries"] <= listed["fallbacks"]
-    assert main(["eval", str(trained_run), rail, "guardrail_fallback=stop", "--episodes", "1"]) == 2
-    assert "guardrail_fallback" in capsys.readouterr().err
-    assert main(["eval", str(trained_run), rail, "--episodes", "1", "--calibrate", "1", "--calibrate-near", "-1"]) == 2
-    assert "near must be a finite distance" in capsys.readouterr().err
-    assert main(["eval", str(trained_run), "--episodes", "1", "--calibrate", "1"]) == 2
-    assert "the actor has none" in capsys.readouterr().err
-    assert main(["eval", str(trained_run), "guardrails=[{type: keep_out, key: ee_pos, center: [0], radius: 1}]",
-                 "--episodes", "1"]) == 2
-    assert "no readout head" in capsys.readouterr().err
-
-
-def test_record_draws_guardrail_zones_and_marks_violations(trained_run, tmp_path):
-    from agent.record import red_border, zone_markers
-
-    cfg, model = load_agent(trained_run / "step_00000240", torch.device("cpu"))
-    cfg = load_launch(LAUNCH, [*TINY, "guardrails=[{type: keep_out, key: agent_xy, center: [0.5, 0.5], radius: 0.3,"
-                                      " margin: 0.1}, {type: action_rate, limit: 1.0}]"])
-    actor = make_actor(cfg, model, 2, torch.device("cpu"))
-    ((xyz, rgba, size),) = zone_markers(actor)  # the disc only; action limits have no place in the scene
-    np.testing.assert_allclose(xyz, [0.5, 0.5, 0.0])
-    assert size == pytest.approx((0.4, 0.002)) and rgba[3] < 1
-    frame = np.zeros((16, 16, 3), np.uint8)
-    bordered = red_border(frame)
-    assert (bordered[0] == [230, 20, 20]).all() and (bordered[8, 8] == 0).all() and (frame == 0).all()
-    out = tmp_path / "guarded.mp4"
-    rail = "guardrails=[{type: keep_out, key: agent_xy, center: [0.5, 0.5], radius: 0.3}]"
-    assert main(["record", str(trained_run), rail, "--episodes", "1", "--out", str(out), "--size", "64"]) == 0
-    assert out.stat().st_size > 1000
-
-
-def test_soft_guardrail_mode_is_a_cost_term_not_a_constraint(trained_run, capsys):
-    cfg, model = load_agent(trained_run / "step_00000240", torch.device("cpu"))
-    rail = "guardrails=[{type: keep_out, key: agent_xy, center: [0.5, 0.5], radius: 0.3}]"
-    soft = load_launch(LAUNCH, [*TINY, rail, "guardrail_mode=soft"])
-    actor = make_actor(soft, model, 2, torch.device("cpu"))
-    assert actor.guardrails is None and actor.cost.weights["guardrail_penalty"] == 10.0
-    assert actor.cost.penalty is not None
-    hard = make_actor(load_launch(LAUNCH, [*TINY, rail]), model, 2, torch.device("cpu"))
-    assert hard.guardrails is not None and "guardrail_penalty" not in hard.cost.weights
-    with pytest.raises(ValueError, match="need guardrails"):
-        make_actor(load_launch(LAUNCH, [*TINY, "guardrail_mode=soft"]), model, 2, torch.device("cpu"))
-    assert main(["eval", str(trained_run), rail, "guardrail_mode=soft", "--episodes", "1", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert "confusion" not in result and result["violations_total"] >= 0
-
-
-def test_learned_cost_to_go_trains_checkpoints_and_plans(tmp_path, trained_run, capsys):
+def test_learned_cost_to_go_trains_checkpoints_and_plans(tmp_path, trained_run, capsys, demo_launch, tiny):
     run = tmp_path / "value"
     value = ["world_model.value_hidden=16", "cost={goal: 1.0, cost_to_go: 0.1}"]
-    assert main(["train", str(LAUNCH), *TINY, *value, f"run_dir={run}", "--quiet"]) == 0
+    assert main(["train", str(demo_launch), *tiny, *value, f"run_dir={run}", "--quiet"]) == 0
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     assert {"value/loss", "value/steps_mean"} <= set(EventAccumulator(str(run / "tb")).Reload().Tags()["scalars"])
@@ -314,7 +226,7 @@ def test_a_readout_goal_term_is_chosen_at_evaluation_time(trained_run, capsys):
     assert "['goal:block_xy']" in err and "no readout" in err and "agent_xy" in err
 
 
-def test_launch_evaluation_section_sets_how_the_trained_agent_plans(tmp_path):
+def test_launch_evaluation_section_sets_how_the_trained_agent_plans(tmp_path, demo_launch, tiny):
     """`evaluation:` in a launch file: the agent trains flat and is evaluated (by the trainer, by
     `oda eval`) over a hierarchy; command-line overrides still come last."""
     import argparse
@@ -324,7 +236,7 @@ def test_launch_evaluation_section_sets_how_the_trained_agent_plans(tmp_path):
 
     run = tmp_path / "evaluation"
     hierarchy = "{landmarks: 8, max_edge: 15.0, reach: 5.0}"
-    cfg = load_launch(LAUNCH, [*TINY, "world_model.value_hidden=16", f"run_dir={run}",
+    cfg = load_launch(demo_launch, [*tiny, "world_model.value_hidden=16", f"run_dir={run}",
                                f"evaluation={{hierarchy: {hierarchy}, cost: {{goal: 1.0, action: 0.1}}}}"])
     trainer = Trainer(cfg, progress=False)
     trainer.train()
@@ -346,13 +258,13 @@ def test_launch_evaluation_section_sets_how_the_trained_agent_plans(tmp_path):
     assert not isinstance(actor.planner, HierarchicalPlanner) and dict(actor.cost.weights) == {"goal": 2.0}
 
 
-def test_seeding_with_the_tasks_play_policy(tmp_path):
+def test_seeding_with_the_tasks_play_policy(tmp_path, demo_launch, tiny):
     """training.seed_policy=play fills the replay from the task's scripted play policy (on Push: the block
     moves); a task without one is refused by name before any data is collected."""
     push = ["env.id=oda/Push-v0", "env.kwargs={block: square, episode_steps: 80}", "training.steps=80",
             "training.seed_steps=80", "training.eval_every=80", "training.checkpoint_every=0"]
-    trainer = Trainer(load_launch(LAUNCH, [*TINY, *push, "training.seed_policy=play", f"run_dir={tmp_path / 'p'}"]),
-                      progress=False)
+    cfg = load_launch(demo_launch, [*tiny, *push, "training.seed_policy=play", f"run_dir={tmp_path / 'p'}"])
+    trainer = Trainer(cfg, progress=False)
     trainer.train()
     block = trainer.replay._meas["block_xy"][: trainer.replay._used]
     assert np.abs(np.diff(block, axis=0)).sum() > 0.02  # play pushed the block about (2 cm at least)
@@ -361,7 +273,7 @@ def test_seeding_with_the_tasks_play_policy(tmp_path):
     position, angle = base.task.errors(base.physics)
     assert trainer.history[-1]["final_position_error_mean"] == pytest.approx(position)
     assert trainer.history[-1]["final_angle_error_mean"] == pytest.approx(angle)
-    maze = Trainer(load_launch(LAUNCH, [*TINY, "training.seed_policy=play", f"run_dir={tmp_path / 'm'}"]),
+    maze = Trainer(load_launch(demo_launch, [*tiny, "training.seed_policy=play", f"run_dir={tmp_path / 'm'}"]),
                    progress=False)
     with pytest.raises(ValueError, match=r"seed_policy=play: oda/PointMaze-v0 has no play policy"):
         maze.train()
@@ -393,10 +305,10 @@ def test_a_residual_memory_is_chosen_at_evaluation_time_and_remembers_every_exec
     assert "size must be an int >= 1" in capsys.readouterr().err
 
 
-def test_training_with_a_residual_memory_learns_only_from_the_steps_it_planned(tmp_path):
+def test_training_with_a_residual_memory_learns_only_from_the_steps_it_planned(tmp_path, demo_launch, tiny):
     """Training adds exploration noise to the planned action: the memory compares the next latent with the
     prediction for the noisy action actually taken, so every remembered miss is one the model made."""
-    cfg = load_launch(LAUNCH, [*TINY, "adaptation={size: 500}", "training.steps=200", "training.eval_every=0",
+    cfg = load_launch(demo_launch, [*tiny, "adaptation={size: 500}", "training.steps=200", "training.eval_every=0",
                                f"run_dir={tmp_path / 'r'}"])
     trainer = Trainer(cfg, progress=False)
     trainer.train()
