@@ -110,8 +110,8 @@ def record(env: gym.Env, actor: MPCActor, episodes: int | Sequence[int], out: st
     goal_cache: dict[str, Any] = {}  # rendered once per goal, not per frame
 
     def current_goal_image() -> np.ndarray | None:
-        key = actor.cost.z_goal
-        if goal_cache.get("key") is not key:
+        key = actor.cost.z_goal  # None on reward tasks: no goal, and no image beside the frame
+        if "image" not in goal_cache or goal_cache["key"] is not key:
             goal_cache.update(key=key, image=goal_image(env, actor))
         return goal_cache["image"]
 

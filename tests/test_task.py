@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import imageio
 import numpy as np
 import pytest
 import torch
@@ -213,6 +214,14 @@ def test_reward_task_trains_and_evaluates_in_both_modes_through_the_cli(tmp_path
     _, again = load_agent(sorted(run.glob("step_*"))[-1], torch.device("cpu"))
     z = torch.randn(5, 8)
     torch.testing.assert_close(model.policy(z), again.policy(z), rtol=0, atol=0)
+    # a video of a reward task: no goal image beside the frames (before, a KeyError 'image' stopped it)
+    video = tmp_path / "cp.mp4"
+    assert main(["record", str(run), "--episodes", "1", "--out", str(video), "--size", "48"]) == 0
+    recorded = json.loads(capsys.readouterr().out)
+    assert recorded["frames"] == 501 and recorded["return_mean"] == results["plan"]["return_mean"]
+    with imageio.get_reader(video) as reader:
+        frames = list(reader.iter_data())
+    assert len(frames) == 501 and frames[0].shape == (48, 48, 3)  # the camera frame alone
     assert main(["eval", str(run), "cost={goal: 1.0}", "--episodes", "1"]) == 2
     assert "is not goal-conditioned: a reward task plans with cost" in capsys.readouterr().err
     assert main(["eval", str(run), "guardrails=[{type: action_bound, limit: 0.5}]", "--mode", "reactive"]) == 2
