@@ -1,6 +1,6 @@
 """`oda benchmark LAUNCH_FILE...`: train over seeds, evaluate each planner on fixed evaluation
-seeds, and write ``results.json``, ``results.md`` and plots (success vs env steps, planning
-latency per planner) into ``--out``."""
+seeds, and write ``results.json``, ``results.md`` and plots (success and return vs env steps,
+planning latency per planner) into ``--out``."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ from agent.trainer import Trainer
 
 def run_one(launch_file: str, seed: int, episodes: int, out: str | Path, overrides: list[str] | None = None,
             planners: list[str] | None = None, progress: bool = True, threads: int | None = None
-            ) -> tuple[str, list[dict[str, Any]], list[tuple[int, float]]]:
-    """Train one launch file at one seed, evaluate each planner: (name, result rows, eval curve)."""
+            ) -> tuple[str, list[dict[str, Any]], list[tuple[int, float, float]]]:
+    """Train one launch file at one seed, evaluate each planner: (name, result rows, eval curve of
+    (env step, success rate, mean return))."""
     if threads:
         import torch
 
@@ -45,7 +46,7 @@ def run_one(launch_file: str, seed: int, episodes: int, out: str | Path, overrid
                "env_steps": trainer.step, "train_minutes": round(train_s / 60, 2), **result}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    return name, rows, [(h["step"], h["success_rate"]) for h in history]
+    return name, rows, [(h["step"], h["success_rate"], h["return_mean"]) for h in history]
 
 
 def run_benchmark(launch_files: list[str], seeds: list[int], episodes: int, out: str | Path,
@@ -69,7 +70,7 @@ def run_benchmark(launch_files: list[str], seeds: list[int], episodes: int, out:
     else:
         results = [run_one(lf, seed, episodes, out, overrides, planners, progress) for lf, seed in jobs]
     rows: list[dict[str, Any]] = []
-    curves: dict[str, list[tuple[int, float]]] = {}
+    curves: dict[str, list[tuple[int, float, float]]] = {}
     for name, job_rows, points in results:
         rows.extend(job_rows)
         curves.setdefault(name, []).extend(points)
@@ -81,8 +82,8 @@ def run_benchmark(launch_files: list[str], seeds: list[int], episodes: int, out:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """Mean +- std over seeds per (launch, planner)."""
-    lines = ["| launch | task | planner | seeds | env steps | success | success (any step) | plan ms median | "
-             "plan ms p95 | train min |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| launch | task | planner | seeds | env steps | success | success (any step) | return | plan ms median | "
+             "plan ms p95 | train min |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["launch"], r["planner"]), []).append(r)
@@ -91,27 +92,31 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             v = np.array([r[key] for r in rs], dtype=float)
             return f"{v.mean():.3g} +- {v.std():.2g}"
         lines.append(f"| {launch} | {rs[0]['task']} | {planner} | {len(rs)} | {rs[0]['env_steps']} | "
-                     f"{ms('success_rate')} | {ms('success_any_rate')} | {ms('plan_ms_median')} | "
-                     f"{ms('plan_ms_p95')} | {ms('train_minutes')} |")
+                     f"{ms('success_rate')} | {ms('success_any_rate')} | {ms('return_mean')} | "
+                     f"{ms('plan_ms_median')} | {ms('plan_ms_p95')} | {ms('train_minutes')} |")
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict[str, Any]], curves: dict[str, list[tuple[int, float]]], out: Path) -> None:
+def plot(rows: list[dict[str, Any]], curves: dict[str, list[tuple[int, float, float]]], out: Path) -> None:
+    """success_vs_steps.png (goal tasks), return_vs_steps.png (reward tasks: success is 0 throughout),
+    plan_latency.png; curves are means over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, points in curves.items():
-        steps = sorted({s for s, _ in points})
-        mean = [np.mean([v for s2, v in points if s2 == s]) for s in steps]
-        ax.plot(steps, mean, marker="o", label=name)
-    ax.set(xlabel="env steps", ylabel="success rate (eval)", ylim=(-0.02, 1.02), title="success vs env steps")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "success_vs_steps.png", dpi=120)
-    plt.close(fig)
+    for column, label, file, limits in ((1, "success rate (eval)", "success_vs_steps.png", (-0.02, 1.02)),
+                                        (2, "episode return (eval)", "return_vs_steps.png", None)):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, points in curves.items():
+            steps = sorted({p[0] for p in points})
+            mean = [np.mean([p[column] for p in points if p[0] == s]) for s in steps]
+            ax.plot(steps, mean, marker="o", label=name)
+        ax.set(xlabel="env steps", ylabel=label, ylim=limits, title=f"{label.split(' (')[0]} vs env steps")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / file, dpi=120)
+        plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
     labels = sorted({(r["launch"], r["planner"]) for r in rows})

@@ -174,7 +174,8 @@ def test_benchmark_writes_results_table_and_plots(tmp_path, capsys, demo_launch,
     assert all(r["env_steps"] == 240 and r["episodes"] == 1 for r in rows)
     table = (out / "results.md").read_text()
     assert "| demo | oda/PointMaze-v0 | mppi | 1 |" in table and "| random |" in table
-    for png in ("success_vs_steps.png", "plan_latency.png"):
+    assert "| return |" in table and f"| {rows[0]['return_mean']:.3g} +- 0 |" in table
+    for png in ("success_vs_steps.png", "return_vs_steps.png", "plan_latency.png"):
         assert (out / png).stat().st_size > 1000
 
 
