@@ -3,8 +3,8 @@ subgoals) drawn into the scene; planning from pixels, the goal image to its righ
 
 The plan is drawn from the world model's own readout of its predicted latents (e.g. where it
 believes the agent will be), so the picture shows what the agent imagines, next to what
-happens. The goal and the env's own zones are drawn by the env; the guardrails' discs (which
-may differ, e.g. moved at evaluation time) are drawn as flat translucent orange discs, and the
+happens. The goal and the env's own zones are drawn by the env; the guardrails' planar discs and
+boxes (which may differ, e.g. moved at evaluation time) are drawn flat and translucent, and the
 frame gets a red border on every step where the simulator reports a safety violation.
 """
 
@@ -20,7 +20,7 @@ import torch
 
 from agent.actor import MPCActor
 from agent.evaluate import evaluate
-from agent.guardrails import KeepOut, SpeedLimitInZone
+from agent.guardrails import KeepOut, KeepOutBox, SpeedLimitInZone
 from envs.rendering import write_mp4
 
 # Measurements whose first two entries are a planar world position, in order of preference.
@@ -62,12 +62,16 @@ def subgoal_markers(actor: MPCActor, radius: float) -> list[tuple[np.ndarray, tu
 
 
 def zone_markers(actor: MPCActor) -> list[tuple[np.ndarray, tuple, float]]:
-    """A thin translucent floor disc per planar disc guardrail (keep-out red-orange, speed zones orange)."""
+    """A thin translucent floor disc or box per planar zone guardrail, its margin included (keep-out
+    red-orange, speed zones orange)."""
     markers = []
     for g in actor.guardrails.guardrails if actor.guardrails is not None else []:
+        rgba = (1.0, 0.6, 0.1, 0.3) if isinstance(g, SpeedLimitInZone) else (1.0, 0.3, 0.1, 0.35)
         if isinstance(g, (KeepOut, SpeedLimitInZone)) and len(g.center) == 2:
-            rgba = (1.0, 0.3, 0.1, 0.35) if isinstance(g, KeepOut) else (1.0, 0.6, 0.1, 0.3)
             markers.append((np.array([*g.center, 0.0]), rgba, (g.radius + g.margin, 0.002)))
+        elif isinstance(g, KeepOutBox) and len(g.low) == 2:
+            low, high = np.asarray(g.low, dtype=np.float64), np.asarray(g.high, dtype=np.float64)
+            markers.append((np.array([*(low + high) / 2, 0.0]), rgba, (*((high - low) / 2 + g.margin), 0.002)))
     return markers
 
 

@@ -29,7 +29,9 @@ def _add_markers(scene: mujoco.MjvScene, markers: Markers) -> None:
     for xyz, rgba, size in markers:
         if scene.ngeom >= scene.maxgeom:
             break
-        if isinstance(size, tuple):
+        if isinstance(size, tuple) and len(size) == 3:  # half-sizes
+            kind, dims = mujoco.mjtGeom.mjGEOM_BOX, np.array(size, dtype=np.float64)
+        elif isinstance(size, tuple):  # radius, half-height
             kind, dims = mujoco.mjtGeom.mjGEOM_CYLINDER, np.array([size[0], size[1], 0.0])
         else:
             kind, dims = mujoco.mjtGeom.mjGEOM_SPHERE, np.array([size, 0.0, 0.0])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from agent.build import make_actor
+from agent.build import make_actor, make_env
 from agent.cli import main
 from agent.launch import load_launch
 from agent.snapshot import load_agent
@@ -55,12 +55,19 @@ def test_record_draws_guardrail_zones_and_marks_violations(trained_run, tmp_path
 
     cfg, model = load_agent(trained_run / "step_00000240", torch.device("cpu"))
     rails = ("guardrails=[{type: keep_out, key: agent_xy, center: [0.5, 0.5], radius: 0.3, margin: 0.1},"
-             " {type: action_rate, limit: 1.0}]")
+             " {type: action_rate, limit: 1.0}, {type: keep_out_box, key: agent_xy, low: [-1, 0], high: [0, 0.5],"
+             " margin: 0.1}]")
     cfg = load_launch(demo_launch, [*tiny, rails])
     actor = make_actor(cfg, model, 2, torch.device("cpu"))
-    ((xyz, rgba, size),) = zone_markers(actor)  # the disc only; action limits have no place in the scene
+    (xyz, rgba, size), box = zone_markers(actor)  # the disc and the box; action limits have no place in the scene
     np.testing.assert_allclose(xyz, [0.5, 0.5, 0.0])
     assert size == pytest.approx((0.4, 0.002)) and rgba[3] < 1
+    np.testing.assert_allclose(box[0], [-0.5, 0.25, 0.0])
+    assert box[2] == pytest.approx((0.6, 0.35, 0.002))  # half-sizes, the margin added on every side
+    base = make_env(cfg).unwrapped
+    base.reset(seed=0)
+    bare, drawn = base.render_frame(64, 64), base.render_frame(64, 64, [box])
+    assert (bare != drawn).any(axis=-1).mean() > 0.01  # the 1.2 x 0.7 m box shows on the floor (1.9%)
     frame = np.zeros((16, 16, 3), np.uint8)
     bordered = red_border(frame)
     assert (bordered[0] == [230, 20, 20]).all() and (bordered[8, 8] == 0).all() and (frame == 0).all()
