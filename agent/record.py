@@ -61,7 +61,7 @@ def subgoal_markers(actor: MPCActor, radius: float) -> list[tuple[np.ndarray, tu
     return [(np.array([x, y, MARKER_HEIGHT]), rgba, r) for (x, y), (_, rgba, r) in zip(xy, latents, strict=True)]
 
 
-def zone_markers(actor: MPCActor) -> list[tuple[np.ndarray, tuple, float]]:
+def zone_markers(actor: MPCActor) -> list[tuple[np.ndarray, tuple, tuple]]:
     """A thin translucent floor disc or box per planar zone guardrail, its margin included (keep-out
     red-orange, speed zones orange)."""
     markers = []
