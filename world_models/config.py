@@ -113,7 +113,8 @@ class WorldModelConfig:
     # State encoder only: a weight per observation feature, applied after the normaliser (empty = all 1;
     # 0 = the feature is unseen). The latent's distances start from the normalised observation's geometry
     # (Push: a 0.2 rad turn of the block is 5.9 times a 2 cm move at the input, 4.4-5.6 times in the
-    # latent); weighting the block's position 3x moved the latent's ratio to 4.0, 10x to 1.2 (BENCHMARKS.md).
+    # latent); weighting the block's position 3x moved the latent's ratio to 4.0, 10x to 1.2, and
+    # a Push agent trained at 10x succeeded less, 27/50 against 33/50 (BENCHMARKS.md).
     input_weights: list[float] = field(default_factory=list)
     norm_min_std: float = 1e-2  # input normaliser: std clamp (constant inputs never divide by ~0)
     norm_clip: float = 10.0     # input normaliser: normalised inputs are clipped to +-norm_clip
