@@ -231,6 +231,28 @@ def test_reset_determinism_and_sampling_constraints():
     env2.close()
 
 
+def test_keepout_clearance_keeps_starts_and_goals_off_the_widened_box():
+    """The guardrails of launch/push-keepout.yaml keep centres 0.067 m off the box whatever the block's
+    angle; with that clearance no sampled start or goal lies where those guardrails forbid it."""
+    rect, clearance = (-0.06, -0.06, 0.06, 0.06), 0.067
+
+    def dist(xy):
+        return math.hypot(xy[0] - min(max(xy[0], rect[0]), rect[2]), xy[1] - min(max(xy[1], rect[1]), rect[3]))
+
+    near = {False: 0, True: 0}
+    for cleared in (False, True):
+        env, base = make(keepout=rect, keepout_clearance=clearance if cleared else 0.0)
+        for seed in range(40):
+            _, info = env.reset(seed=seed)
+            m = info["measurements"]
+            centres = (m["block_pose"][:2], m["goal_pose"][:2], m["pusher_xy"],
+                       base.task.goal_pusher_xy(m["goal_pose"]))
+            near[cleared] += sum(dist(c) < clearance for c in centres)
+            assert not info["safety"]["keepout"]
+        env.close()
+    assert near[False] > 0 and near[True] == 0  # the clearance is what moved them
+
+
 def test_terminate_on_success_and_rendering():
     env, base = make(terminate_on_success=True, obs="pixels", image_size=64, keepout=(0.15, 0.15, 0.25, 0.25))
     g = (0.0, 0.0, 0.0)
@@ -255,6 +277,7 @@ def test_terminate_on_success_and_rendering():
     {"block": "circle"}, {"success_pos_tol": 0.0}, {"success_pos_tol": -0.1}, {"success_pos_tol": "a"},
     {"success_angle_tol": 0.0}, {"success_angle_tol": 4.0}, {"episode_steps": 0}, {"episode_steps": 1.5},
     {"keepout": (0.2, 0.0, 0.1, 0.1)}, {"keepout": (0.0, 0.0, 0.1)}, {"keepout": (0.0, 0.0, np.nan, 0.1)},
+    {"keepout_clearance": -0.01}, {"keepout_clearance": 1.0}, {"keepout_clearance": "a"},
 ])
 def test_bad_parameters_raise(kwargs):
     name = next(iter(kwargs))

@@ -15,6 +15,9 @@ Safety ``keepout``: the block or the pusher overlaps the keep-out rectangle (Fal
 Reset options: ``block_pose`` (x, y, theta), ``goal_pose`` (x, y, theta), ``pusher_xy`` (x, y)
 fix the start / goal; whatever is not given is sampled (block and goal in the table interior,
 at least ``MIN_SEPARATION`` apart, outside the keep-out; pusher off the block and keep-out).
+``keepout_clearance`` (m) keeps the sampled centres (block, goal, pusher, and the goal-state pusher
+spot) that far from the keep-out rectangle, so that guardrails with margins of that size (which
+cannot see the block's angle) leave every start and goal feasible.
 """
 
 from __future__ import annotations
@@ -204,7 +207,8 @@ class PushTask(Task):
     camera = "top"
 
     def __init__(self, block: str = "square", success_pos_tol: float = 0.02, success_angle_tol: float = 0.2,
-                 episode_steps: int = 300, keepout: tuple[float, float, float, float] | None = None):
+                 episode_steps: int = 300, keepout: tuple[float, float, float, float] | None = None,
+                 keepout_clearance: float = 0.0):
         if block not in SHAPES:
             raise ValueError(f"block must be one of {tuple(SHAPES)}, got {block!r}")
         if not (_is_real(success_pos_tol) and 0 < success_pos_tol < HALF_TABLE):
@@ -219,7 +223,9 @@ class PushTask(Task):
                 raise ValueError(f"keepout must be (xmin, ymin, xmax, ymax) with xmin < xmax, ymin < ymax, "
                                  f"got {keepout!r}")
             keepout = rect
-        self.block, self.keepout = block, keepout
+        if not (_is_real(keepout_clearance) and 0 <= keepout_clearance < HALF_TABLE):
+            raise ValueError(f"keepout_clearance must be in [0, {HALF_TABLE}) m, got {keepout_clearance!r}")
+        self.block, self.keepout, self.clearance = block, keepout, float(keepout_clearance)
         self.pos_tol, self.angle_tol = float(success_pos_tol), float(success_angle_tol)
         self.episode_steps = episode_steps
         self.symmetry = SYMMETRY[block]
@@ -244,6 +250,11 @@ class PushTask(Task):
 
     def pusher_in_keepout(self, xy: np.ndarray) -> bool:
         return self.keepout is not None and disc_overlaps_rect(xy[0], xy[1], PUSHER_RADIUS, self.keepout)
+
+    def clear_of_keepout(self, xy: np.ndarray) -> bool:
+        """Whether a centre keeps ``keepout_clearance`` off the keep-out rectangle (sampling only)."""
+        return self.clearance <= 0 or self.keepout is None or not disc_overlaps_rect(
+            float(xy[0]), float(xy[1]), self.clearance, self.keepout)
 
     def pusher_block_distance(self, xy: np.ndarray, pose: np.ndarray) -> float:
         """Gap between the pusher's rim and the block (0 when they touch or overlap)."""
@@ -274,15 +285,18 @@ class PushTask(Task):
         pusher = _pose_option(options, "pusher_xy", 2, HALF_TABLE - PUSHER_RADIUS)
         lim = HALF_TABLE - PUSHER_RADIUS
         if block is None:
-            block = self._sample(lambda: self._draw_pose(rng), lambda p: not self.block_in_keepout(p) and (
-                pusher is None or self.pusher_block_distance(pusher, p) > 0.01))
+            block = self._sample(lambda: self._draw_pose(rng), lambda p: (
+                not self.block_in_keepout(p) and self.clear_of_keepout(p)
+                and (pusher is None or self.pusher_block_distance(pusher, p) > 0.01)))
         if goal is None:  # apart from the start, and with room for the goal-state pusher spot
             goal = self._sample(lambda: self._draw_pose(rng), lambda p: (
                 math.dist(p[:2], block[:2]) >= MIN_SEPARATION and not self.block_in_keepout(p)
-                and bool(np.all(np.abs(to_world(p, self.goal_offset)) <= lim))))
+                and bool(np.all(np.abs(to_world(p, self.goal_offset)) <= lim))
+                and self.clear_of_keepout(p) and self.clear_of_keepout(self.goal_pusher_xy(p))))
         if pusher is None:
             pusher = self._sample(lambda: rng.uniform(-lim + 0.005, lim - 0.005, 2), lambda xy: (
-                self.pusher_block_distance(xy, block) > 0.01 and not self.pusher_in_keepout(xy)))
+                self.pusher_block_distance(xy, block) > 0.01 and not self.pusher_in_keepout(xy)
+                and self.clear_of_keepout(xy)))
         self.goal = np.array([goal[0], goal[1], wrap(goal[2])])
         self._play = None
         physics.set_block(block)
@@ -381,7 +395,8 @@ def make_push(obs: str = "state", image_size: int = 64, render_mode: str = "rgb_
     """Planar pusher pushes a square or T block on a walled table to a goal pose (Push-T style).
 
     Task kwargs: ``block`` ("square" | "T"), ``success_pos_tol`` (m), ``success_angle_tol`` (rad),
-    ``episode_steps``, ``keepout`` ((xmin, ymin, xmax, ymax) or None), ``terminate_on_success``,
+    ``episode_steps``, ``keepout`` ((xmin, ymin, xmax, ymax) or None), ``keepout_clearance`` (m),
+    ``terminate_on_success``,
     ``goal_in_pixels`` (pixel observations show the goal footprint; default: only frames for people).
     """
     terminate = kwargs.pop("terminate_on_success", False)
