@@ -396,8 +396,8 @@ def make_push(obs: str = "state", image_size: int = 64, render_mode: str = "rgb_
 
     Task kwargs: ``block`` ("square" | "T"), ``success_pos_tol`` (m), ``success_angle_tol`` (rad),
     ``episode_steps``, ``keepout`` ((xmin, ymin, xmax, ymax) or None), ``keepout_clearance`` (m),
-    ``terminate_on_success``,
-    ``goal_in_pixels`` (pixel observations show the goal footprint; default: only frames for people).
+    ``terminate_on_success``, ``goal_in_pixels`` (pixel observations show the goal footprint; default:
+    only frames for people).
     """
     terminate = kwargs.pop("terminate_on_success", False)
     goal_in_pixels = kwargs.pop("goal_in_pixels", False)
