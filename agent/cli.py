@@ -155,9 +155,11 @@ def _load_actor(args: argparse.Namespace):
     return cfg, env, actor, calibration
 
 
-def _eval_part(args: argparse.Namespace, indices: list[int]) -> tuple[Any, dict, list[dict], list[float], bool]:
+def _eval_part(args: argparse.Namespace, indices: list[int], worker: int = 0
+               ) -> tuple[Any, dict, list[dict], list[float], bool]:
     """Evaluation episodes ``indices`` on this process: (config, calibration, records, plan ms, guardrails?).
-    ``oda eval --workers N`` runs one per process, each loading the checkpoint (and calibrating) itself."""
+    ``oda eval --workers N`` runs one per process (``worker`` 0 .. N - 1), each loading the checkpoint (and
+    calibrating) itself; each shows its own progress bar."""
     from agent.evaluate import run_episodes
 
     if args.workers > 1:  # a spawned worker: main()'s thread settings did not reach it
@@ -168,7 +170,9 @@ def _eval_part(args: argparse.Namespace, indices: list[int]) -> tuple[Any, dict,
         flush_denormals()
         torch.set_num_threads(args.threads or 1)
     cfg, env, actor, calibration = _load_actor(args)
-    runs, plan_ms = run_episodes(env, actor, indices, args.seed)
+    desc = "eval" if args.workers == 1 else f"eval, worker {worker + 1}/{args.workers}"
+    runs, plan_ms = run_episodes(env, actor, indices, args.seed, progress=not args.quiet,
+                                 desc=desc, position=worker)
     return cfg, calibration, runs, plan_ms, actor.guardrails is not None
 
 
@@ -198,7 +202,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         parts = [_eval_part(args, indices)]
     else:  # episodes dealt round-robin; each plays as it would in one process (its seed restarts the draws)
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            parts = list(pool.map(_eval_part, [args] * workers, [indices[w::workers] for w in range(workers)]))
+            parts = list(pool.map(_eval_part, [args] * workers, [indices[w::workers] for w in range(workers)],
+                                  range(workers)))
     cfg, calibration, guardrails = parts[0][0], parts[0][1], parts[0][4]
     runs = sorted((r for part in parts for r in part[2]), key=lambda r: r["seed"])
     summary = summarise(runs, [ms for part in parts for ms in part[3]], guardrails, args.per_episode)
@@ -294,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--workers", type=int, default=1,
                         help="split the episodes over this many processes (--threads each, default 1); "
                              "the results are those of one process")
+    p_eval.add_argument("--quiet", action="store_true", help="no progress bar (it goes to stderr)")
     p_eval.set_defaults(func=cmd_eval)
 
     p_rec = sub.add_parser("record", help="write an MP4 of evaluation episodes with the plan drawn in",

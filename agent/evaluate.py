@@ -17,6 +17,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from tqdm import tqdm
 
 from agent.actor import MPCActor, episode_goal
 
@@ -70,12 +71,19 @@ def episode_seed(seed: int, index: int) -> int:
 
 
 def run_episodes(env: gym.Env, actor: MPCActor, indices: Iterable[int], seed: int = 0,
-                 on_step: Callable[[gym.Env, MPCActor, dict], None] | None = None
-                 ) -> tuple[list[dict[str, Any]], list[float]]:
+                 on_step: Callable[[gym.Env, MPCActor, dict], None] | None = None, progress: bool = False,
+                 desc: str = "eval", position: int = 0) -> tuple[list[dict[str, Any]], list[float]]:
     """Episodes ``indices`` of seed block ``seed``: their records and the ms of every plan made. Episodes
-    are independent of their order (see ``run_episode``), so blocks may be split across processes."""
+    are independent of their order (see ``run_episode``), so blocks may be split across processes.
+    ``progress`` shows a bar on stderr with the success count and mean return so far."""
     actor.reset_stats()
-    runs = [run_episode(env, actor, episode_seed(seed, i), on_step) for i in indices]
+    indices = list(indices)
+    runs: list[dict[str, Any]] = []
+    with tqdm(indices, desc=desc, unit="episode", disable=not progress, position=position) as bar:
+        for i in bar:
+            runs.append(run_episode(env, actor, episode_seed(seed, i), on_step))
+            bar.set_postfix(success=f"{sum(r['success'] for r in runs)}/{len(runs)}",
+                            ret=f"{np.mean([r['return'] for r in runs]):.1f}")
     return runs, list(actor.plan_ms)
 
 

@@ -46,6 +46,16 @@ def test_eval_json_has_the_documented_fields(trained_run, capsys):
     assert result["episode_len_mean"] == 40 and result["plan_ms_median"] > 0
 
 
+def test_eval_shows_progress_on_stderr_and_quiet_silences_it(trained_run, capsys):
+    checkpoint = str(trained_run / "step_00000240")
+    assert main(["eval", checkpoint, "--episodes", "2", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["episodes"] == 2  # stdout stays one JSON object
+    assert "eval" in captured.err and "2/2" in captured.err and "success=" in captured.err
+    assert main(["eval", checkpoint, "--episodes", "1", "--json", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_eval_with_another_planner(trained_run, capsys):
     assert main(["eval", str(trained_run / "step_00000240"), "--episodes", "1", "--json", "--planner", "cem",
                  "--planner-params", "samples=16", "elites=4", "iterations=2"]) == 0
