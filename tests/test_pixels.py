@@ -16,6 +16,7 @@ from agent.build import make_actor, make_env
 from agent.cli import main
 from agent.snapshot import load_agent
 from world_models import JEPAWorldModel, WorldModelConfig
+from world_models.pixel_encoder import frames as float_frames
 from world_models.pixel_encoder import random_shift
 
 LAUNCH = Path(__file__).parent.parent / "launch" / "pointmaze-pixels.yaml"
@@ -60,6 +61,43 @@ def test_conv_encoder_reads_frames_and_stacks_and_augments_only_while_training()
     # the JEPA loss runs on frames as on state vectors
     loss, logs = model.loss(frames.float(), torch.rand(4, 4, 2) * 2 - 1, diagnostics=False)
     assert torch.isfinite(loss) and logs["loss/pred"] >= 0
+
+
+def _reference_encode(encoder, obs: torch.Tensor) -> torch.Tensor:
+    """The conv encoder's forward as the plain sequence of steps it is sped up from: floats in [-0.5, 0.5], the
+    per-feature normaliser in the observation's order, frames stacked on channels, pad-and-crop shifts drawn
+    as ``random_shift`` draws them (x then y), a contiguous conv."""
+    lead, x = float_frames(obs, encoder.frame_shape)  # [N, K, H, W, 3]
+    if encoder.normalizer is not None:
+        x = encoder.normalizer(x.flatten(1)).view(x.shape)
+    x = x.permute(0, 2, 3, 1, 4).reshape(x.shape[0], *x.shape[2:4], -1).permute(0, 3, 1, 2)  # [N, 3K, H, W]
+    if encoder.training and encoder.shift > 0:
+        pad, (n, _, h, w) = encoder.shift, x.shape
+        dx = torch.randint(0, 2 * pad + 1, (n,)).tolist()
+        dy = torch.randint(0, 2 * pad + 1, (n,)).tolist()
+        padded = torch.nn.functional.pad(x, (pad,) * 4, mode="replicate")
+        x = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    z = encoder.head(encoder.conv(x.contiguous()).flatten(1))
+    return torch.nn.functional.layer_norm(z, z.shape[-1:]).reshape(*lead, encoder.latent_dim)
+
+
+@pytest.mark.parametrize("shape", [[2, 32, 36, 3], [32, 36, 3]])
+def test_the_fast_conv_forward_gives_the_plain_steps_latents_and_contiguous_gradients(shape):
+    model = pixel_model(shape, image_normalize=True, image_shift=3)
+    obs = torch.randint(0, 256, (5, 2, *shape), dtype=torch.uint8)
+    model.update_normalizer(obs)
+    model.update_normalizer(obs[:2] // 3)  # statistics that differ per feature
+    encoder = model.encoder
+    for training in (False, True):
+        encoder.train(training)
+        torch.manual_seed(7)
+        fast = encoder(obs)
+        torch.manual_seed(7)
+        torch.testing.assert_close(fast, _reference_encode(encoder, obs), atol=2e-5, rtol=0)
+    fast.square().sum().backward()
+    # channels-last runs inside the forward only: the weights and their gradients keep the default layout,
+    # so optimiser states and checkpoints line up with the parameters element by element
+    assert all(p.is_contiguous() and p.grad.is_contiguous() for p in encoder.parameters())
 
 
 def test_a_tiny_pixel_run_trains_evaluates_and_records_through_the_cli(tmp_path, capsys):
