@@ -53,12 +53,18 @@ class ResidualMemory:
         self._z: Tensor | None = None  # [K, D] latents the remembered actions were taken from
         self._a: Tensor | None = None  # [K, A]
         self._r: Tensor | None = None  # [K, D] observed minus predicted next latent
+        self._keys: Tensor | None = None  # [K, D + A] (z, a) in kernel units, and their squared norms [K]
+        self._keys_sq: Tensor | None = None
 
     def __len__(self) -> int:
         return 0 if self._z is None else int(self._z.shape[0])
 
     def clear(self) -> None:
-        self._z = self._a = self._r = None
+        self._z = self._a = self._r = self._keys = self._keys_sq = None
+
+    def _scaled(self, z: Tensor, a: Tensor) -> Tensor:
+        """(z, a) in the kernel's units: [..., D + A] float32."""
+        return torch.cat([z.float() / self.config.latent_scale, a.float() / self.config.action_scale], dim=-1)
 
     @torch.no_grad()
     def observe(self, z: Tensor, a: Tensor, z_next: Tensor) -> float:
@@ -73,18 +79,20 @@ class ResidualMemory:
             self._z = torch.cat([self._z, z])[-size:]
             self._a = torch.cat([self._a, a])[-size:]
             self._r = torch.cat([self._r, r])[-size:]
+        self._keys = self._scaled(self._z, self._a)  # fixed until the next step: computed once, not per query
+        self._keys_sq = self._keys.square().sum(-1)
         return float(r.norm())
 
     def correction(self, z: Tensor, a: Tensor) -> Tensor:
         """The kernel-weighted remembered residual for latents ``z`` [..., D] and actions ``a`` [..., A]."""
-        cfg = self.config
         with torch.autocast(device_type=z.device.type, enabled=False):  # distances by expansion need float32
-            zf, af = z.float(), a.float()
-            q = torch.cat([zf / cfg.latent_scale, af / cfg.action_scale], dim=-1).reshape(-1, z.shape[-1] + a.shape[-1])
-            k = torch.cat([self._z.to(zf) / cfg.latent_scale, self._a.to(zf) / cfg.action_scale], dim=-1)
-            d2 = (q.square().sum(-1, keepdim=True) - 2.0 * q @ k.T + k.square().sum(-1)).clamp(min=0.0)  # [M, K]
-            w = torch.exp(-0.5 * d2)
-            corr = (w @ self._r.to(zf)) / w.sum(dim=-1, keepdim=True).clamp(min=1.0)  # one miss weighs at most 1
+            q = self._scaled(z, a).reshape(-1, z.shape[-1] + a.shape[-1])
+            d2 = torch.addmm(self._keys_sq, q, self._keys.T, alpha=-2.0).add_(q.square().sum(-1, keepdim=True))
+            # w = exp(-d2 / 2), d2 >= 0. exp of arguments below about -87 (weights that underflow) takes a CPU
+            # ~100x longer than of ordinary ones: clamped at -80 such weights are 1.8e-35 instead of 0, and a
+            # plan through the memory 1.8x faster
+            w = torch.exp(d2.mul_(-0.5).clamp_(-80.0, 0.0))  # [M, K]
+            corr = (w @ self._r.float()) / w.sum(dim=-1, keepdim=True).clamp(min=1.0)  # one miss weighs at most 1
         return corr.reshape(z.shape).to(z.dtype)
 
     def predict(self, z: Tensor, a: Tensor) -> Tensor:

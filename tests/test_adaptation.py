@@ -49,6 +49,26 @@ def test_a_remembered_miss_corrects_the_same_move_and_leaves_other_moves_alone()
     assert torch.allclose(mem.predict(z[None], right[None]), z[None], atol=1e-6)
 
 
+def test_the_correction_is_the_kernel_formula_near_and_far_from_the_remembered_steps():
+    torch.manual_seed(0)
+    mem = memory(size=8)
+    steps = [(torch.randn(2) * 0.05, torch.rand(2) * 2 - 1, torch.randn(2)) for _ in range(8)]
+    for z, a, z_next in steps:
+        mem.observe(z, a, z_next)
+    # queries at remembered steps, near them, and far away (weights that underflow: 0 to float precision)
+    z = torch.cat([torch.stack([s[0] for s in steps]) + 0.02 * torch.randn(8, 2), 3.0 * torch.randn(8, 2)])
+    a = torch.cat([torch.stack([s[1] for s in steps]) + 0.1 * torch.randn(8, 2), torch.rand(8, 2) * 2 - 1])
+    expected = torch.zeros(16, 2)
+    for i in range(16):
+        w = torch.stack([torch.exp(-0.5 * (((z[i] - zk) / 0.05).square().sum() + ((a[i] - ak) / 0.5).square().sum()))
+                         for zk, ak, _ in steps])
+        residuals = torch.stack([zn - wall_blind_predict(zk, ak) for zk, ak, zn in steps])
+        expected[i] = (w[:, None] * residuals).sum(0) / w.sum().clamp(min=1.0)
+    assert expected[:8].abs().amax(1).min() > 0.05  # the near queries are corrected
+    torch.testing.assert_close(mem.correction(z, a), expected, atol=1e-6, rtol=1e-5)
+    assert mem.correction(z[8:], a[8:]).abs().max() < 1e-30  # the far queries are left alone
+
+
 def test_the_memory_keeps_the_latest_steps_and_clears():
     mem = memory(size=3)
     for i in range(5):
