@@ -89,8 +89,8 @@ class ResidualMemory:
             q = self._scaled(z, a).reshape(-1, z.shape[-1] + a.shape[-1])
             d2 = torch.addmm(self._keys_sq, q, self._keys.T, alpha=-2.0).add_(q.square().sum(-1, keepdim=True))
             # w = exp(-d2 / 2), d2 >= 0. exp of arguments below about -87 (weights that underflow) takes a CPU
-            # ~100x longer than of ordinary ones: clamped at -80 such weights are 1.8e-35 instead of 0, and a
-            # plan through the memory 1.8x faster
+            # ~100x longer than of ordinary ones: clamped at -80 such weights are 1.8e-35 instead of 0, and an
+            # evaluation through the memory takes 30% less time (BENCHMARKS.md, "Speed")
             w = torch.exp(d2.mul_(-0.5).clamp_(-80.0, 0.0))  # [M, K]
             corr = (w @ self._r.float()) / w.sum(dim=-1, keepdim=True).clamp(min=1.0)  # one miss weighs at most 1
         return corr.reshape(z.shape).to(z.dtype)

@@ -13,8 +13,8 @@ their shifts independently, so the JEPA loss also asks for latents that ignore s
 Speed on a CPU (a pixel update is most of a pixel run's time): the uint8 frames are put in channel order
 before they become floats, the input normaliser is applied as one multiply-add in that order, the shift is
 two gathers, and the convolutions run channels-last (oneDNN's fast layout; the weights stay contiguous, so
-checkpoints and optimiser states are as before). The same latents as the plain sequence of steps, 0.4 s ->
-0.24-0.3 s per update of `launch/pointmaze-2x2-pixels.yaml` (BENCHMARKS.md).
+checkpoints and optimiser states are as before). The same latents as the plain sequence of steps, in a
+quarter to a third less time per update of `launch/pointmaze-2x2-pixels.yaml` (BENCHMARKS.md, "Speed").
 """
 
 from __future__ import annotations
