@@ -81,9 +81,9 @@ def _reference_encode(encoder, obs: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.layer_norm(z, z.shape[-1:]).reshape(*lead, encoder.latent_dim)
 
 
-@pytest.mark.parametrize("shape", [[2, 32, 36, 3], [32, 36, 3]])
-def test_the_fast_conv_forward_gives_the_plain_steps_latents_and_contiguous_gradients(shape):
-    model = pixel_model(shape, image_normalize=True, image_shift=3)
+@pytest.mark.parametrize(("shape", "normalize"), [([2, 32, 36, 3], True), ([32, 36, 3], True), ([2, 32, 36, 3], False)])
+def test_the_fast_conv_forward_gives_the_plain_steps_latents_and_contiguous_gradients(shape, normalize):
+    model = pixel_model(shape, image_normalize=normalize, image_shift=3)
     obs = torch.randint(0, 256, (5, 2, *shape), dtype=torch.uint8)
     model.update_normalizer(obs)
     model.update_normalizer(obs[:2] // 3)  # statistics that differ per feature

@@ -82,9 +82,12 @@ class RunningNormalizer(nn.Module):
         self.var.copy_(m2 / total)
         self.count.copy_(total)
 
+    def std(self) -> Tensor:
+        """The per-feature std that ``forward`` divides by (clamped below by ``min_std``)."""
+        return self.var.sqrt().clamp_min(self.min_std)
+
     def forward(self, x: Tensor) -> Tensor:
-        std = self.var.sqrt().clamp_min(self.min_std)
-        return ((x - self.mean) / std).clamp(-self.clip, self.clip)
+        return ((x - self.mean) / self.std()).clamp(-self.clip, self.clip)
 
 
 class Encoder(nn.Module):

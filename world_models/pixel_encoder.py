@@ -105,16 +105,15 @@ class ConvEncoder(Encoder):
 
     def forward(self, obs: Tensor) -> Tensor:
         lead = _leading_shape(obs, self.frame_shape)
-        pixels = channels_first(obs, self.frame_shape)  # uint8 [N, 3K, H, W]
-        # x / 255 - 0.5, then the per-feature normaliser (features in the observation's order), as one multiply-add
-        scale, offset = torch.full((), 1 / 255.0, device=obs.device), torch.full((), -0.5, device=obs.device)
-        if self.normalizer is not None:
-            std = self.normalizer.var.sqrt().clamp_min(self.normalizer.min_std)
-            scale = channels_first(scale / std, self.frame_shape)[0]
-            offset = channels_first((offset - self.normalizer.mean) / std, self.frame_shape)[0]
-        x = torch.addcmul(offset, pixels.float(), scale)
-        if self.normalizer is not None:
-            x = x.clamp_(-self.normalizer.clip, self.normalizer.clip)
+        x = channels_first(obs, self.frame_shape).float()  # [N, 3K, H, W], from a uint8 copy
+        norm = self.normalizer
+        if norm is None:
+            x = x.mul_(1 / 255.0).sub_(0.5)
+        else:  # x / 255 - 0.5, then the normaliser (its features in the observation's order), as one multiply-add
+            std = norm.std()
+            scale = channels_first(1 / (255.0 * std), self.frame_shape)[0]
+            offset = channels_first(-(0.5 + norm.mean) / std, self.frame_shape)[0]
+            x = torch.addcmul(offset, x, scale).clamp_(-norm.clip, norm.clip)
         if self.training and self.shift > 0:
             x = random_shift(x, self.shift)
         z = self.head(self.conv(x.contiguous(memory_format=torch.channels_last)).flatten(1))
