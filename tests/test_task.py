@@ -222,6 +222,17 @@ def test_reward_task_trains_and_evaluates_in_both_modes_through_the_cli(tmp_path
     with imageio.get_reader(video) as reader:
         frames = list(reader.iter_data())
     assert len(frames) == 501 and frames[0].shape == (48, 48, 3)  # the camera frame alone
+    # the critic audit plays the same evaluation episode (same seed: the policy's return again) and scores
+    # the critic's values of the actions taken against the discounted return that followed them
+    from agent.critic_audit import main as audit_main
+
+    assert audit_main([str(run), "--episodes", "1", "--mode", "reactive", "--over", "1e9"]) == 0
+    audited = json.loads(capsys.readouterr().out)
+    episode = audited["per_episode"][0]
+    assert episode["return"] == pytest.approx(results["reactive"]["return_mean"], rel=1e-9)
+    assert episode["length"] == 500 and 0 < episode["steps_scored"] < 500  # gamma^(500 - t) >= 0.05 left out
+    assert audited["longest_over"] == 0 and np.isfinite(episode["q_minus_return_mean"])
+    assert episode["q_minus_return_max"] >= episode["q_minus_return_mean"]
     assert main(["eval", str(run), "cost={goal: 1.0}", "--episodes", "1"]) == 2
     assert "is not goal-conditioned: a reward task plans with cost" in capsys.readouterr().err
     assert main(["eval", str(run), "guardrails=[{type: action_bound, limit: 0.5}]", "--mode", "reactive"]) == 2
