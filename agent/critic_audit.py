@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from agent.build import make_actor, make_env
 from agent.checkpoint import latest_checkpoint
@@ -90,7 +91,7 @@ def audit_episode(env: Any, actor: Any, model: Any, seed: int, over: float) -> d
 
 
 def audit(checkpoint: str, overrides: list[str], episodes: int = 10, seed: int = 0, mode: str = "plan",
-          over: float = 10.0) -> dict[str, Any]:
+          over: float = 10.0, progress: bool = False) -> dict[str, Any]:
     path = Path(checkpoint)
     if not (path / "config.json").exists() and latest_checkpoint(path) is not None:
         path = latest_checkpoint(path)  # a run directory, as oda eval takes: its newest checkpoint
@@ -101,7 +102,9 @@ def audit(checkpoint: str, overrides: list[str], episodes: int = 10, seed: int =
     cfg = eval_overrides(cfg, overrides)
     env = make_env(cfg)
     actor = make_actor(cfg, model, env.action_space.shape[0], torch.device("cpu"), env=env, mode=mode)
-    per_episode = [audit_episode(env, actor, model, episode_seed(seed, i), over) for i in range(episodes)]
+    per_episode = []
+    for i in tqdm(range(episodes), desc="critic audit", unit="episode", disable=not progress):
+        per_episode.append(audit_episode(env, actor, model, episode_seed(seed, i), over))
     keys = ("return", "q_minus_return_mean", "q_minus_return_max", "longest_over", "reward_abs_error")
     summary = {k: float(np.mean([r[k] for r in per_episode if k in r])) for k in keys
                if any(k in r for r in per_episode)}
@@ -119,13 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--over", type=float, default=10.0,
                    help="Q - G above this (return units) counts as overestimated for longest_over")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (stderr)")
     args = p.parse_args(argv)
     if args.episodes < 1:
         p.error(f"--episodes must be >= 1, got {args.episodes}")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        result = audit(args.checkpoint, args.overrides, args.episodes, args.seed, args.mode, args.over)
+        result = audit(args.checkpoint, args.overrides, args.episodes, args.seed, args.mode, args.over,
+                       progress=not args.quiet)
     except (ValueError, FileNotFoundError) as exc:
         p.exit(2, f"python -m agent.critic_audit: error: {exc}\n")
     print(json.dumps(result))

@@ -26,6 +26,6 @@ def test_longest_run_counts_consecutive_flags():
 def test_a_goal_task_checkpoint_is_refused_by_name(trained_run, capsys):
     checkpoint = sorted(trained_run.glob("step_*"))[-1]
     with pytest.raises(SystemExit) as exit_info:
-        main([str(checkpoint), "--episodes", "1"])
+        main([str(checkpoint), "--episodes", "1", "--quiet"])
     assert exit_info.value.code == 2
     assert "no reward head and critic to audit: it is a goal task" in capsys.readouterr().err

@@ -226,7 +226,7 @@ def test_reward_task_trains_and_evaluates_in_both_modes_through_the_cli(tmp_path
     # the critic's values of the actions taken against the discounted return that followed them
     from agent.critic_audit import main as audit_main
 
-    assert audit_main([str(run), "--episodes", "1", "--mode", "reactive", "--over", "1e9"]) == 0
+    assert audit_main([str(run), "--episodes", "1", "--mode", "reactive", "--over", "1e9", "--quiet"]) == 0
     audited = json.loads(capsys.readouterr().out)
     episode = audited["per_episode"][0]
     assert episode["return"] == pytest.approx(results["reactive"]["return_mean"], rel=1e-9)
