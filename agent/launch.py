@@ -86,6 +86,10 @@ class TrainingSection:
     # 1..10 steps) or "tumble" (a full-force direction held until the agent is stuck or 1..100 steps
     # pass: it crosses a one-cell door far more often); see agent.exploration.
     random_actions: str = "sticky"
+    # The model update of each step runs in a second thread while the next step plans (with the weights
+    # of the update before: one update stale). On 2 cores with --threads 1 a step takes about the longer
+    # of plan and update instead of their sum (BENCHMARKS.md). Off: plan, env step, update in turn.
+    overlap_update: bool = False
 
 
 @dataclass

@@ -67,6 +67,7 @@ def save_training_state(trainer: Trainer, path: Path) -> Path:
         "optimizer_param_groups": optim["param_groups"],
         "trainer": {"step": trainer.step, "episode": trainer.episode, "updates": trainer.updates,
                     "numpy_rng": trainer.rng.bit_generator.state, "history": trainer.history,
+                    "update_rng": trainer.update_rng.bit_generator.state,  # the same stream unless overlap_update
                     "explore": {"action": trainer.explore._action.tolist(), "left": trainer.explore._left}},
     }
     return save_checkpoint(path, tensors, config, kind=KIND)
@@ -94,6 +95,8 @@ def load_training_state(trainer: Trainer, path: Path) -> None:
     state = config["trainer"]
     trainer.step, trainer.episode, trainer.updates = state["step"], state["episode"], state["updates"]
     trainer.rng.bit_generator.state = state["numpy_rng"]
+    if trainer.update_rng is not trainer.rng and "update_rng" in state:  # older checkpoints: a fresh stream
+        trainer.update_rng.bit_generator.state = state["update_rng"]
     trainer.history = state["history"]
     trainer.explore._action = np.asarray(state["explore"]["action"], dtype=np.float32)
     trainer.explore._left = state["explore"]["left"]

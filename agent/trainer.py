@@ -11,8 +11,10 @@ was written, with the replay intact.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +51,19 @@ class Trainer:
         self.wm_cfg = world_model_config(cfg, obs_shape, self.action_dim, measurement_dims)
         self.model = JEPAWorldModel(self.wm_cfg).to(self.device)
         self.optim = self.model.make_optimizer()
-        self.actor = make_actor(cfg, self.model, self.action_dim, self.device, env=self.env)
+        # The model the actor plans with: the trained one, or with `overlap_update` a copy that takes the
+        # trained weights whenever no update is in flight (an update running beside the plan would tear them).
+        self.acting_model = copy.deepcopy(self.model).eval() if cfg.training.overlap_update else self.model
+        self.actor = make_actor(cfg, self.acting_model, self.action_dim, self.device, env=self.env)
         self._eval_actor = None  # built at the first evaluation when the launch file has `evaluation:`
         capacity = cfg.training.steps + 2 * self.env.unwrapped.episode_steps + 1
         self.replay = EpisodeReplay(capacity, obs_shape, obs_dtype, self.action_dim, measurement_dims)
         self.rng = np.random.default_rng(cfg.seed)
+        # the updates' replay draws: their own stream when they run in a second thread, so that the acting
+        # thread's draws (exploration noise) and theirs do not interleave by timing
+        self.update_rng = np.random.default_rng([cfg.seed, 1]) if cfg.training.overlap_update else self.rng
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
         self.explore = make_random_actions(cfg.training.random_actions, self.action_dim, self.rng)
         self.step = 0
         self.episode = 0
@@ -66,17 +76,18 @@ class Trainer:
             if ckpt is None:
                 raise FileNotFoundError(f"--resume: no checkpoint under {self.run_dir}")
             load_training_state(self, ckpt)
+            self._sync_acting_model()
 
     # -- one gradient step ------------------------------------------------------------------
     def update(self) -> dict[str, float]:
-        batch = self.replay.sample(self.cfg.training.batch_size, self.wm_cfg.train_horizon, self.rng)
+        batch = self.replay.sample(self.cfg.training.batch_size, self.wm_cfg.train_horizon, self.update_rng)
         tensor = lambda x: torch.as_tensor(x, dtype=torch.float32, device=self.device)  # noqa: E731
         measurements = {k: tensor(v) for k, v in batch.get("measurements", {}).items()}
         diagnose = self.updates % DIAGNOSTICS_EVERY == 0
         goals = None
         if self.model.value is not None:
-            sampled = self.replay.sample_goals(self.cfg.training.batch_size, self.rng, self.wm_cfg.value_p_current,
-                                               self.wm_cfg.value_p_future)
+            sampled = self.replay.sample_goals(self.cfg.training.batch_size, self.update_rng,
+                                               self.wm_cfg.value_p_current, self.wm_cfg.value_p_future)
             goals = {k: torch.as_tensor(v, device=self.device) for k, v in sampled.items()}  # the loss casts
         extra = {}
         if self.model.task is not None:  # reward tasks: the reward head and critic learn from the rewards
@@ -84,7 +95,7 @@ class Trainer:
                      "terminals": torch.as_tensor(batch["terminals"], device=self.device)}
         if self.model.coarse is not None:  # the coarse model learns from windows of 2k steps
             extra["coarse_obs"] = tensor(self.replay.sample(self.cfg.training.batch_size, 2 * self.wm_cfg.coarse_k,
-                                                           self.rng)["obs"])
+                                                           self.update_rng)["obs"])
         metrics = self.model.train_step(self.optim, tensor(batch["obs"]), tensor(batch["actions"]), measurements,
                                         diagnostics=diagnose, goals=goals, **extra)
         if diagnose:
@@ -92,6 +103,40 @@ class Trainer:
         self.model.eval()
         self.updates += 1
         return {**self._diagnostics, **metrics}  # the latest collapse diagnostics ride along
+
+    def _updates(self, count: int) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        for _ in range(count):
+            metrics = self.update()
+        return metrics
+
+    def _start_updates(self, count: int) -> dict[str, float]:
+        """This step's updates: run now, or (``overlap_update``) started in the second thread after the
+        previous step's have finished and reached the acting model; returns the latest finished metrics."""
+        if not self.cfg.training.overlap_update:
+            return self._updates(count)
+        metrics = self._finish_updates()
+        if count:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oda-update")
+            self._pending = self._pool.submit(self._updates, count)
+        return metrics
+
+    def _finish_updates(self) -> dict[str, float]:
+        """Wait for the updates in flight (their error is raised here) and give their weights to the actor."""
+        metrics: dict[str, float] = {}
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            metrics = pending.result()
+            self._sync_acting_model()
+        return metrics
+
+    @torch.no_grad()
+    def _sync_acting_model(self) -> None:
+        if self.acting_model is not self.model:
+            for mine, trained in zip(self.acting_model.state_dict().values(), self.model.state_dict().values(),
+                                     strict=True):
+                mine.copy_(trained)
 
     # -- the loop -----------------------------------------------------------------------------
     def train(self) -> list[dict[str, Any]]:
@@ -118,6 +163,9 @@ class Trainer:
                     next_ckpt = (self.step // t.checkpoint_every + 1) * t.checkpoint_every
         bar.close()
         writer.close()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         return self.history
 
     def _run_episode(self, seeding: bool, writer: SummaryWriter) -> dict[str, Any]:
@@ -173,17 +221,19 @@ class Trainer:
             self.step += 1
             if not seeding:
                 start = time.perf_counter()
-                for _ in range(t.updates_per_step if self.replay.num_steps > 0 else 0):
-                    metrics = self.update()
+                finished = self._start_updates(t.updates_per_step if self.replay.num_steps > 0 else 0)
+                metrics = finished or metrics
                 self.step_ms.append((1e3 * (t1 - t0), 1e3 * (start - t1), 1e3 * (time.perf_counter() - start)))
             if self.step >= t.steps:
                 break
+        metrics = self._finish_updates() or metrics  # the replay changes next: no update may be reading it
         self.replay.add_episode(np.asarray(observations), np.asarray(actions, dtype=np.float32),
                                 {k: np.asarray(v, dtype=np.float32) for k, v in measurements.items()},
                                 rewards=np.asarray(rewards, dtype=np.float32), terminated=terminated)
         if seeding:
             self.model.update_normalizer(torch.as_tensor(np.asarray(observations), dtype=torch.float32,
                                                          device=self.device))
+            self._sync_acting_model()
         self.episode += 1
         writer.add_scalar("train/episode_return", total, self.step)
         # as in evaluation (agent.evaluate): success is at the goal when the episode ends, touched at any step
@@ -208,7 +258,8 @@ class Trainer:
 
     @torch.no_grad()
     def _latent(self, obs: Any) -> torch.Tensor:
-        return self.model.encode(torch.as_tensor(np.asarray(obs)[None], dtype=torch.float32, device=self.device))[0]
+        obs = torch.as_tensor(np.asarray(obs)[None], dtype=torch.float32, device=self.device)
+        return self.acting_model.encode(obs)[0]
 
     def _head_for(self, obs: Any, skip: int) -> None:
         """An exploring episode's next landmark: the ``skip``-th least visited one the graph can route
@@ -243,6 +294,7 @@ class Trainer:
         metrics: dict[str, float] = {}
         for _ in tqdm(range(n), disable=not self.progress, desc="pretrain", leave=False):
             metrics = self.update()
+        self._sync_acting_model()
         for k, v in metrics.items():
             writer.add_scalar(k, v, self.step)
 
