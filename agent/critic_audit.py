@@ -8,8 +8,8 @@ really paid from there, ``G_t = sum_k gamma^k r_{t+k}`` (a time-limit end is boo
 critic's own ``V(z_T)``, as training does; only steps whose tail weight ``gamma^(T-t)`` is below
 ``TAIL`` are scored, so the critic is judged on what happened, not on itself). A critic that values a
 state far above what acting from it pays is what a short plan trusts beyond its horizon: on
-walker-walk one such state (lying face down, Q 183 where staying pays about 3) held four of ten
-episodes on the ground (BENCHMARKS.md). Also the reward head's error on the real next latent.
+walker-walk one such state (lying face down: Q 182 where 7 followed) held four of ten episodes on
+the ground (BENCHMARKS.md). Also the reward head's error on the real next latent.
 
 Prints one JSON object: per episode the return, the mean and largest ``Q - G`` over the scored
 steps, the longest run of scored steps with ``Q - G`` above ``--over`` (in return units), and the
