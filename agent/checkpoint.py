@@ -160,3 +160,12 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
         if best is None or step > best[0]:
             best = (step, child)
     return None if best is None else best[1]
+
+
+def checkpoint_or_latest(path: str | Path) -> Path:
+    """``path`` itself when it is a checkpoint; a run directory's newest checkpoint when it is one (what
+    ``oda eval`` and the audits accept); else ``path`` unchanged, for the loader to report."""
+    path = Path(path)
+    if not (path / CONFIG_FILE).exists():
+        return latest_checkpoint(path) or path
+    return path

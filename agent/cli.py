@@ -120,15 +120,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _load_actor(args: argparse.Namespace):
     from agent.build import make_actor, make_env
-    from agent.checkpoint import latest_checkpoint
+    from agent.checkpoint import checkpoint_or_latest
     from agent.device import resolve_device
     from agent.launch import eval_overrides
     from agent.snapshot import load_agent
 
     device = resolve_device(args.device)
-    path = Path(args.checkpoint)
-    if not (path / "config.json").exists() and latest_checkpoint(path) is not None:
-        path = latest_checkpoint(path)  # a run directory: its newest checkpoint
+    path = checkpoint_or_latest(args.checkpoint)  # a run directory: its newest checkpoint
     cfg, model = load_agent(path, device)
     cfg = eval_overrides(cfg, args.overrides)
     env = make_env(cfg)

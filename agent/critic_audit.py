@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from agent.build import make_actor, make_env
-from agent.checkpoint import latest_checkpoint
+from agent.checkpoint import checkpoint_or_latest
 from agent.evaluate import episode_seed
 from agent.launch import eval_overrides
 from agent.snapshot import load_agent
@@ -61,18 +60,21 @@ def audit_episode(env: Any, actor: Any, model: Any, seed: int, over: float) -> d
     task = model.task
     obs, _ = env.reset(seed=seed)
     actor.reset(None, seed=seed)
+    def encode(observation: Any) -> torch.Tensor:
+        return model.encode(torch.as_tensor(np.asarray(observation), dtype=torch.float32, device=model.device))
+
     q_values, rewards, reward_errors = [], [], []
     terminated = truncated = False
+    z = encode(obs)
     while not (terminated or truncated):
-        z = model.encode(torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=model.device))
         action = actor.act(obs)
         a = torch.as_tensor(action, dtype=torch.float32, device=model.device)
         q_values.append(float(task.q(z, a)))
         obs, reward, terminated, truncated, _ = env.step(action)
-        z_next = model.encode(torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=model.device))
+        z = encode(obs)  # the next state's latent: the reward head reads it, the next step's Q starts from it
         rewards.append(float(reward))
-        reward_errors.append(abs(float(task.reward(z_next, a)) - float(reward)))
-    tail = 0.0 if terminated else float(task.value(z_next))  # no value past a terminal state
+        reward_errors.append(abs(float(task.reward(z, a)) - float(reward)))
+    tail = 0.0 if terminated else float(task.value(z))  # no value past a terminal state
     gamma = float(task.gamma)
     returns = returns_to_go(np.asarray(rewards), gamma, tail)
     steps = len(rewards)
@@ -92,9 +94,7 @@ def audit_episode(env: Any, actor: Any, model: Any, seed: int, over: float) -> d
 
 def audit(checkpoint: str, overrides: list[str], episodes: int = 10, seed: int = 0, mode: str = "plan",
           over: float = 10.0, progress: bool = False) -> dict[str, Any]:
-    path = Path(checkpoint)
-    if not (path / "config.json").exists() and latest_checkpoint(path) is not None:
-        path = latest_checkpoint(path)  # a run directory, as oda eval takes: its newest checkpoint
+    path = checkpoint_or_latest(checkpoint)  # a run directory, as oda eval takes: its newest checkpoint
     cfg, model = load_agent(path, torch.device("cpu"))
     if model.task is None:
         raise ValueError(f"{checkpoint} has no reward head and critic to audit: it is a goal task "
