@@ -24,6 +24,7 @@ import torch
 
 from agent.adaptation import ResidualMemory
 from agent.cost import CostModule
+from agent.escape import SurpriseEscape
 from agent.guardrails import GuardrailSet
 from agent.memory import ShortTermMemory
 from planners.base import Plan, Planner
@@ -68,13 +69,17 @@ class MPCActor:
     def __init__(self, model: JEPAWorldModel, planner: Planner, cost: CostModule, replan_every: int = 1,
                  device: torch.device | str = "cpu", memory: int = 16, guardrails: GuardrailSet | None = None,
                  fallback: Callable[[Any], np.ndarray] | None = None, mode: str = "plan",
-                 least_violation: bool = False, adaptation: ResidualMemory | None = None):
+                 least_violation: bool = False, adaptation: ResidualMemory | None = None,
+                 escape: SurpriseEscape | None = None):
         if replan_every < 1:
             raise ValueError(f"replan_every must be >= 1, got {replan_every}")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if mode == "reactive" and adaptation is not None:
             raise ValueError("mode 'reactive' does not plan: a residual memory (adaptation) has nothing to correct")
+        if escape is not None and (mode == "reactive" or guardrails is not None):
+            raise ValueError("escape tumbles between plans: it needs mode 'plan' and no guardrails (a tumble's "
+                             "action is checked against none)")
         if mode == "reactive" and (model.policy is None or guardrails is not None):
             raise ValueError("mode 'reactive' acts with the world model's mode-1 policy alone: it needs one "
                              "(world_model.policy_hidden > 0) and no guardrails (only plans are checked against them)")
@@ -96,6 +101,9 @@ class MPCActor:
         # every step is then encoded, to compare with what the model predicted for the last action
         self.adaptation = adaptation
         self._last_step: tuple[torch.Tensor, np.ndarray] | None = None
+        # with an escape the critic's promises are checked against what followed, every step
+        self.escape = escape
+        self._escape_z: torch.Tensor | None = None
 
     def _tensor(self, obs: Any) -> torch.Tensor:
         return torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
@@ -117,6 +125,9 @@ class MPCActor:
         self._last_step = None
         if self.adaptation is not None:
             self.adaptation.clear()
+        if self.escape is not None:
+            self.escape.reset(seed)
+            self._escape_z = None
         if self.guardrails is not None:
             self.guardrails.last_action = None
 
@@ -133,12 +144,22 @@ class MPCActor:
             self.plan_ms.append(1e3 * (time.perf_counter() - start))
             return np.asarray(action, dtype=np.float32)
         z = None
-        if self.adaptation is not None:
+        if self.adaptation is not None or self.escape is not None:
             with torch.no_grad():
                 z = self.model.encode(self._tensor(obs))
-            if self._last_step is not None:
-                last_z, last_action = self._last_step
-                self.adaptation.observe(last_z, torch.as_tensor(last_action, device=self.device), z)
+        if self.adaptation is not None and self._last_step is not None:
+            last_z, last_action = self._last_step
+            self.adaptation.observe(last_z, torch.as_tensor(last_action, device=self.device), z)
+        if self.escape is not None:
+            self.escape.observe(z)
+            self._escape_z = z
+            tumble = self.escape.action()
+            if tumble is not None:  # the queue's plan is dropped: it was made for where the agent no longer is
+                self._queue = []
+                self.escape.taken(z, tumble)
+                if self.adaptation is not None:
+                    self._last_step = (z, tumble)
+                return tumble
         if not self._queue:
             start = time.perf_counter()
             if z is None:
@@ -158,6 +179,8 @@ class MPCActor:
             self.last_plan = plan
             self.memory.push(obs, z.detach().cpu().numpy(), self._queue[0][0])
         action, self.predicted_violation = self._queue.pop(0)
+        if self.escape is not None:
+            self.escape.taken(z, action)
         if self.adaptation is not None:
             self._last_step = (z, action)
         if self.guardrails is not None:
@@ -174,6 +197,8 @@ class MPCActor:
         """Tell the actor what was done after its last ``act``: the action actually taken (a trainer adds
         exploration noise) or None when the step was not its own (a random step); the residual memory then
         compares the next observation with the prediction for that action, or skips the step."""
+        if self.escape is not None and self._escape_z is not None and action is not None:
+            self.escape.taken(self._escape_z, action)
         if self._last_step is not None:
             self._last_step = None if action is None else (self._last_step[0], np.asarray(action, np.float32))
 

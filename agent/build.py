@@ -23,6 +23,7 @@ from agent.cost import (
     CostModule,
     readout_term_keys,
 )
+from agent.escape import EscapeConfig, SurpriseEscape
 from agent.guardrails import GuardrailSet
 from agent.launch import LaunchConfig
 from agent.memory import EpisodeReplay
@@ -126,9 +127,19 @@ def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device
     adaptation = None  # the reactive mode-1 policy plans nothing for a residual memory to correct
     if cfg.adaptation is not None and mode == "plan":
         adaptation = ResidualMemory(model.predict, AdaptationConfig(**cfg.adaptation))
+    escape = None
+    if cfg.escape is not None and mode == "plan":
+        if model.task is None:
+            raise ValueError("escape checks the critic's promises: it needs a reward task's critic "
+                             "(world_model.reward_hidden > 0 when training)")
+        if cfg.guardrails:  # soft ones too: a tumble's action is scored by no cost
+            raise ValueError("escape tumbles between plans: it needs mode 'plan' and no guardrails (a tumble's "
+                             "action is checked against none)")
+        escape = SurpriseEscape(model.task, EscapeConfig(**cfg.escape), action_dim)
     return MPCActor(model, plan, cost, replan_every=cfg.training.replan_every, device=device,
                     guardrails=None if soft else guardrails, fallback=fallback, mode=mode,
-                    least_violation=cfg.guardrail_fallback == "least_violation", adaptation=adaptation)
+                    least_violation=cfg.guardrail_fallback == "least_violation", adaptation=adaptation,
+                    escape=escape)
 
 
 @torch.no_grad()

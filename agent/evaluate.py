@@ -38,6 +38,7 @@ def run_episode(env: gym.Env, actor: MPCActor, seed: int,
     obs, info = env.reset(seed=seed)
     actor.reset(episode_goal(env, actor), seed=seed)
     fallbacks, recoveries = actor.fallbacks, actor.recoveries
+    tumbles = actor.escape.tumbles if actor.escape is not None else 0
     if on_step:
         on_step(env, actor, info)
     total, steps, violations, reached = 0.0, 0, 0, bool(info.get("success", False))
@@ -59,6 +60,8 @@ def run_episode(env: gym.Env, actor: MPCActor, seed: int,
               "success": bool(info.get("success", False)), "success_any": reached,
               "fallbacks": actor.fallbacks - fallbacks, "recoveries": actor.recoveries - recoveries,
               "confusion": confusion}
+    if actor.escape is not None:  # the escape's tumbles (agent.escape), this episode
+        result["tumbles"] = actor.escape.tumbles - tumbles
     for key in FINAL_ERRORS:  # how far from the goal the episode ended, where the task measures it
         if key in info.get("measurements", {}):
             result[f"final_{key}"] = float(info["measurements"][key][0])
@@ -109,6 +112,9 @@ def summarise(runs: list[dict[str, Any]], plan_ms: list[float], guardrails: bool
         summary["fallbacks"] = int(sum(r["fallbacks"] for r in runs))
         summary["recoveries"] = int(sum(r["recoveries"] for r in runs))
         summary["confusion"] = {k: sum(r["confusion"][k] for r in runs) for k in CONFUSION_KEYS}
+    if runs and all("tumbles" in r for r in runs):
+        summary["tumbles"] = int(sum(r["tumbles"] for r in runs))
+        summary["tumble_episodes"] = int(sum(r["tumbles"] > 0 for r in runs))
     for key in FINAL_ERRORS:
         if all(f"final_{key}" in r for r in runs):
             summary[f"final_{key}_mean"] = float(np.mean([r[f"final_{key}"] for r in runs]))

@@ -24,6 +24,7 @@ import yaml
 
 from agent.adaptation import AdaptationConfig
 from agent.cost import READOUT_PREFIX, TERM_NAMES, unknown_terms
+from agent.escape import EscapeConfig
 from agent.exploration import RANDOM_ACTIONS
 from agent.guardrails import make_guardrail
 from agent.typed_yaml import Loader, build, dotted
@@ -34,7 +35,7 @@ GUARDRAIL_MODES = ("hard", "soft")
 GUARDRAIL_FALLBACKS = ("declared", "least_violation")
 SEED_POLICIES = ("random", "play")
 FREE_FORM = {("world_model",), ("planner", "params"), ("cost",), ("env", "kwargs"), ("evaluation",),
-             ("hierarchy",), ("adaptation",)}  # the last two are checked by their config classes once built
+             ("hierarchy",), ("adaptation",), ("escape",)}  # the last three: checked by their config classes
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -120,6 +121,9 @@ class LaunchConfig:
     # Decision-time correction of the world model by this episode's own prediction misses
     # (agent.adaptation.AdaptationConfig: size, latent_scale, action_scale). None: the model as trained.
     adaptation: dict[str, Any] | None = None
+    # Reward tasks: a random full-force tumble when the critic's value n steps back exceeds what followed
+    # (agent.escape.EscapeConfig: window, threshold, steps). None: never.
+    escape: dict[str, Any] | None = None
     # Decision-time settings for evaluation only (`oda eval` / `record` / `benchmark` and the trainer's
     # periodic evaluations), applied before any command-line override: e.g. an agent trained with the
     # flat planner that plans over a hierarchy once trained. Keys: those of EVAL_OVERRIDABLE.
@@ -196,7 +200,8 @@ def _check_ranges(obj: Any, path: tuple[str, ...], source: str) -> None:
             raise bad("guardrail_horizon", "must be an int >= 1 or null")
         if obj.training.explore_frontier > 0 and obj.hierarchy is None:
             raise ValueError(f"{source}: 'training.explore_frontier' heads for landmarks: it needs a 'hierarchy'")
-        for name, section in (("hierarchy", HierarchyConfig), ("adaptation", AdaptationConfig)):
+        for name, section in (("hierarchy", HierarchyConfig), ("adaptation", AdaptationConfig),
+                              ("escape", EscapeConfig)):
             if getattr(obj, name) is not None:
                 try:
                     section(**getattr(obj, name))
@@ -288,7 +293,8 @@ def load_launch(path: str | Path, overrides: list[str] | dict | None = None) -> 
 
 #: what may change at evaluation time without retraining (the world model and its inputs may not)
 EVAL_OVERRIDABLE = ("guardrails", "guardrail_mode", "guardrail_horizon", "guardrail_fallback", "cost", "env.kwargs",
-                    "planner", "training.replan_every", "hierarchy", "adaptation")
+                    "planner", "training.replan_every", "hierarchy", "adaptation",
+                    "escape")
 
 
 def _eval_overridable(key: str) -> bool:

@@ -18,6 +18,12 @@ from torch import Tensor
 from planners.base import Constraint, Dynamics, Plan
 
 
+def full_force_direction(action_dim: int, generator: torch.Generator) -> Tensor:
+    """A random direction on the surface of the action box [-1, 1]^action_dim: one coordinate at +-1."""
+    drawn = torch.randn(action_dim, generator=generator)
+    return drawn / drawn.abs().max().clamp_min(1e-12)
+
+
 class StepProgress:
     """How many calls since a count of steps (a cost-to-go, a route's length) last fell by at least one."""
 
@@ -57,8 +63,7 @@ class Tumble:
         if self.left == 0:
             if self.progress.stalled(steps_left) < self.after:
                 return None
-            drawn = torch.randn(self.action_dim, generator=self.generator)
-            self.direction = (drawn / drawn.abs().max().clamp_min(1e-12)).to(z0.device)
+            self.direction = full_force_direction(self.action_dim, self.generator).to(z0.device)
             self.left = self.steps
         actions = self.direction.expand(horizon, -1)[None]
         latents = dynamics(z0[None], actions)
