@@ -50,7 +50,7 @@ class SurpriseEscape:
     def __init__(self, task: TaskHeads, config: EscapeConfig, action_dim: int):
         self.task, self.config, self.action_dim = task, config, action_dim
         self.generator = torch.Generator()
-        self.tumbles = 0  # since the last reset_stats()
+        self.tumbles = 0  # in all episodes so far (`oda eval` reports them per episode)
         self.reset()
 
     def reset(self, seed: int | None = None) -> None:
