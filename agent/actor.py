@@ -103,7 +103,6 @@ class MPCActor:
         self._last_step: tuple[torch.Tensor, np.ndarray] | None = None
         # with an escape the critic's promises are checked against what followed, every step
         self.escape = escape
-        self._escape_z: torch.Tensor | None = None
 
     def _tensor(self, obs: Any) -> torch.Tensor:
         return torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
@@ -127,7 +126,6 @@ class MPCActor:
             self.adaptation.clear()
         if self.escape is not None:
             self.escape.reset(seed)
-            self._escape_z = None
         if self.guardrails is not None:
             self.guardrails.last_action = None
 
@@ -152,11 +150,10 @@ class MPCActor:
             self.adaptation.observe(last_z, torch.as_tensor(last_action, device=self.device), z)
         if self.escape is not None:
             self.escape.observe(z)
-            self._escape_z = z
             tumble = self.escape.action()
             if tumble is not None:  # the queue's plan is dropped: it was made for where the agent no longer is
                 self._queue = []
-                self.escape.taken(z, tumble)
+                self.escape.taken(tumble)
                 if self.adaptation is not None:
                     self._last_step = (z, tumble)
                 return tumble
@@ -180,7 +177,7 @@ class MPCActor:
             self.memory.push(obs, z.detach().cpu().numpy(), self._queue[0][0])
         action, self.predicted_violation = self._queue.pop(0)
         if self.escape is not None:
-            self.escape.taken(z, action)
+            self.escape.taken(action)
         if self.adaptation is not None:
             self._last_step = (z, action)
         if self.guardrails is not None:
@@ -197,8 +194,8 @@ class MPCActor:
         """Tell the actor what was done after its last ``act``: the action actually taken (a trainer adds
         exploration noise) or None when the step was not its own (a random step); the residual memory then
         compares the next observation with the prediction for that action, or skips the step."""
-        if self.escape is not None and self._escape_z is not None and action is not None:
-            self.escape.taken(self._escape_z, action)
+        if self.escape is not None and action is not None:
+            self.escape.taken(action)
         if self._last_step is not None:
             self._last_step = None if action is None else (self._last_step[0], np.asarray(action, np.float32))
 

@@ -59,6 +59,7 @@ class SurpriseEscape:
             self.generator.manual_seed(int(seed))
         self._q: list[float] = []       # Q(z_j, a_j) of the actions taken since the last check restarted
         self._rewards: list[float] = []  # r(z_{j+1}, a_j)
+        self._z: Tensor | None = None  # the latent observed last
         self._last: tuple[Tensor, Tensor] | None = None  # (z, a) of the last action, its Q not yet read
         self.direction: np.ndarray | None = None
         self.left = 0
@@ -68,7 +69,7 @@ class SurpriseEscape:
     def observe(self, z: Tensor) -> None:
         """The latent ``z`` [D] or [1, D] observed now: settles the last action's reward and Q, and starts a
         tumble when the action ``window`` steps back promised more than what has followed."""
-        z = z.reshape(1, -1)
+        z = self._z = z.reshape(1, -1)
         if self._last is not None:
             last_z, last_a = self._last
             self._q.append(float(self.task.q(last_z, last_a)))
@@ -83,7 +84,7 @@ class SurpriseEscape:
         followed += gamma ** n * float(self.task.value(z))
         self.surprise = (promised - followed) / max(abs(promised), 1.0)
         if self.surprise > self.config.threshold:
-            self.direction = full_force_direction(self.action_dim, self.generator).numpy()
+            self.direction = full_force_direction(self.action_dim, self.generator).numpy().astype(np.float32)
             self.left, self.tumbles = self.config.steps, self.tumbles + 1
             self._q, self._rewards = [], []
 
@@ -92,8 +93,11 @@ class SurpriseEscape:
         if self.left == 0:
             return None
         self.left -= 1
-        return self.direction.astype(np.float32)
+        return self.direction.copy()
 
-    def taken(self, z: Tensor, action: np.ndarray) -> None:
-        """The action actually taken from ``z`` (a trainer's noise included); its Q is read at the next step."""
-        self._last = (z.reshape(1, -1), torch.as_tensor(np.asarray(action, np.float32), device=z.device).reshape(1, -1))
+    def taken(self, action: np.ndarray) -> None:
+        """The action actually taken from the latent observed last (a trainer's noise included; a second call
+        for the same step replaces the first); its Q is read at the next step."""
+        if self._z is not None:
+            a = torch.as_tensor(np.asarray(action, np.float32), device=self._z.device).reshape(1, -1)
+            self._last = (self._z, a)

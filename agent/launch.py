@@ -293,8 +293,7 @@ def load_launch(path: str | Path, overrides: list[str] | dict | None = None) -> 
 
 #: what may change at evaluation time without retraining (the world model and its inputs may not)
 EVAL_OVERRIDABLE = ("guardrails", "guardrail_mode", "guardrail_horizon", "guardrail_fallback", "cost", "env.kwargs",
-                    "planner", "training.replan_every", "hierarchy", "adaptation",
-                    "escape")
+                    "planner", "training.replan_every", "hierarchy", "adaptation", "escape")
 
 
 def _eval_overridable(key: str) -> bool:

@@ -32,7 +32,7 @@ def play(escape: SurpriseEscape, steps: int, seed: int = 0) -> list[np.ndarray |
         escape.observe(z)
         tumble = escape.action()
         tumbles.append(tumble)
-        escape.taken(z, tumble if tumble is not None else np.zeros(2, np.float32))
+        escape.taken(tumble if tumble is not None else np.zeros(2, np.float32))
     return tumbles
 
 
