@@ -78,13 +78,18 @@ def test_escape_through_oda_eval_and_its_refusals(tmp_path, capsys):
     from agent.cli import main
 
     run = tmp_path / "cp"
-    assert main(["train", "launch/cartpole-swingup.yaml", "training.steps=250", "training.seed_steps=200",
+    assert main(["train", "launch/cartpole-swingup.yaml", "training.steps=550", "training.seed_steps=500",
                  "training.eval_every=0", "training.checkpoint_every=0", "training.batch_size=16",
                  "world_model.latent_dim=8", "world_model.hidden_dim=16", "world_model.reward_hidden=16",
                  "world_model.policy_hidden=16", "planner.params.samples=16", "planner.params.elites=4",
-                 "planner.params.iterations=1", "escape={window: 5, threshold: 0.05, steps: 3}",
+                 "planner.params.iterations=1", "escape={window: 5, threshold: 1e-6, steps: 3}",
                  f"run_dir={run}", "--quiet"]) == 0
     capsys.readouterr()
+    # set at the top level, the escape acts in training too; each episode's tumbles go to TensorBoard
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logged = EventAccumulator(str(run / "tb")).Reload().Scalars("train/episode_tumbles")
+    assert len(logged) == 1 and logged[0].step == 550 and logged[0].value > 0  # the first episode: seeding
     # an untrained critic's promises are far from what follows: it tumbles
     assert main(["eval", str(run), "escape={window: 5, threshold: 1e-6, steps: 3}", "--episodes", "1",
                  "--per-episode", "--json"]) == 0
