@@ -50,7 +50,6 @@ class SurpriseEscape:
     def __init__(self, task: TaskHeads, config: EscapeConfig, action_dim: int):
         self.task, self.config, self.action_dim = task, config, action_dim
         self.generator = torch.Generator()
-        self.tumbles = 0  # in all episodes so far (`oda eval` reports them per episode)
         self.reset()
 
     def reset(self, seed: int | None = None) -> None:
@@ -63,6 +62,7 @@ class SurpriseEscape:
         self._last: tuple[Tensor, Tensor] | None = None  # (z, a) of the last action, its Q not yet read
         self.direction: np.ndarray | None = None
         self.left = 0
+        self.tumbles = 0  # this episode's (`oda eval` reports them, the trainer logs them)
         self.surprise = 0.0
 
     @torch.no_grad()

@@ -38,7 +38,6 @@ def run_episode(env: gym.Env, actor: MPCActor, seed: int,
     obs, info = env.reset(seed=seed)
     actor.reset(episode_goal(env, actor), seed=seed)
     fallbacks, recoveries = actor.fallbacks, actor.recoveries
-    tumbles = actor.escape.tumbles if actor.escape is not None else 0
     if on_step:
         on_step(env, actor, info)
     total, steps, violations, reached = 0.0, 0, 0, bool(info.get("success", False))
@@ -61,7 +60,7 @@ def run_episode(env: gym.Env, actor: MPCActor, seed: int,
               "fallbacks": actor.fallbacks - fallbacks, "recoveries": actor.recoveries - recoveries,
               "confusion": confusion}
     if actor.escape is not None:  # the escape's tumbles (agent.escape), this episode
-        result["tumbles"] = actor.escape.tumbles - tumbles
+        result["tumbles"] = actor.escape.tumbles
     for key in FINAL_ERRORS:  # how far from the goal the episode ended, where the task measures it
         if key in info.get("measurements", {}):
             result[f"final_{key}"] = float(info["measurements"][key][0])

@@ -187,8 +187,6 @@ class Trainer:
         measurements = {k: [v] for k, v in info.get("measurements", {}).items()}
         terminated = truncated = False
         total, touched, metrics = 0.0, False, {}
-        escape = None if seeding else self.actor.escape  # agent.escape: its tumbles this episode are logged
-        tumbles = escape.tumbles if escape is not None else 0
         while not (terminated or truncated):
             t0 = time.perf_counter()
             if seeding:
@@ -242,8 +240,8 @@ class Trainer:
         success = bool(info.get("success", False))
         writer.add_scalar("train/episode_success", float(success), self.step)
         writer.add_scalar("train/episode_touched", float(touched), self.step)
-        if escape is not None:
-            writer.add_scalar("train/episode_tumbles", escape.tumbles - tumbles, self.step)
+        if not seeding and self.actor.escape is not None:  # agent.escape: this episode's tumbles
+            writer.add_scalar("train/episode_tumbles", self.actor.escape.tumbles, self.step)
         for k, v in metrics.items():
             writer.add_scalar(k, v, self.step)
         if len(self.step_ms) > timed_from:  # mean over this episode's steps: a slowdown shows when it starts
