@@ -1,6 +1,8 @@
 """`oda benchmark LAUNCH_FILE...`: train over seeds, evaluate each planner on fixed evaluation
 seeds, and write ``results.json``, ``results.md`` and plots (success and return vs env steps,
-planning latency per planner) into ``--out``."""
+planning latency per planner) into ``--out``. The planner ``policy`` is the reward task's mode-1
+policy acting alone (``oda eval --mode reactive``), so that one table shows what planning buys
+and what it costs per action."""
 
 from __future__ import annotations
 
@@ -17,6 +19,9 @@ from agent.build import landmarks_from_replay, make_actor, make_env
 from agent.evaluate import evaluate
 from agent.launch import eval_overrides, load_launch
 from agent.trainer import Trainer
+from planners.registry import PLANNERS
+
+POLICY = "policy"  # not a planner: the mode-1 policy alone, as `oda eval --mode reactive` labels it
 
 
 def run_one(launch_file: str, seed: int, episodes: int, out: str | Path, overrides: list[str] | None = None,
@@ -39,7 +44,9 @@ def run_one(launch_file: str, seed: int, episodes: int, out: str | Path, overrid
     eval_cfg = eval_overrides(cfg, None)  # with the launch file's `evaluation:` settings
     for planner in planners or [eval_cfg.planner.name]:
         env = make_env(eval_cfg)
-        actor = make_actor(eval_cfg, trainer.model, trainer.action_dim, trainer.device, planner=planner, env=env)
+        reactive = planner == POLICY
+        actor = make_actor(eval_cfg, trainer.model, trainer.action_dim, trainer.device,
+                           planner=None if reactive else planner, env=env, mode="reactive" if reactive else "plan")
         landmarks_from_replay(actor, trainer.replay)  # a hierarchy routes over the run's own replay
         result = evaluate(env, actor, episodes, seed=0)
         row = {"launch": name, "task": cfg.env.id, "seed": seed, "planner": planner,
@@ -58,7 +65,14 @@ def run_benchmark(launch_files: list[str], seeds: list[int], episodes: int, out:
         if "=" in str(launch_file) and not Path(launch_file).exists():
             raise ValueError(f"{launch_file!r} is not a launch file; overrides go after --set, e.g. "
                              f"oda benchmark LAUNCH --set {launch_file}")
-        load_launch(launch_file, overrides)
+        cfg = load_launch(launch_file, overrides)
+        for planner in planners or []:
+            if planner != POLICY and planner not in PLANNERS:
+                raise ValueError(f"unknown planner {planner!r} in --planners; valid: "
+                                 f"{', '.join(sorted(PLANNERS))}, and {POLICY} (the mode-1 policy alone)")
+            if planner == POLICY and not cfg.world_model.get("reward_hidden", 0):
+                raise ValueError(f"--planners {POLICY}: {launch_file} trains no mode-1 policy (a reward task's, "
+                                 f"world_model.reward_hidden > 0)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(launch_file, seed) for launch_file in launch_files for seed in seeds]

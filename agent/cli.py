@@ -312,7 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("launch_files", nargs="+")
     p_bench.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p_bench.add_argument("--episodes", type=int, default=100, help="evaluation episodes per seed and planner")
-    p_bench.add_argument("--planners", nargs="*", default=None, help="planners to evaluate (default: launch file's)")
+    p_bench.add_argument("--planners", nargs="*", default=None,
+                         help="planners to evaluate (default: launch file's); 'policy': the mode-1 policy alone "
+                              "(reward tasks), for mode 1 vs mode 2 in one table")
     p_bench.add_argument("--set", nargs="*", default=[], help="overrides for every launch file, key=value")
     p_bench.add_argument("--out", default="outputs/benchmark")
     p_bench.add_argument("--quiet", action="store_true")

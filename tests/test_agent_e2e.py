@@ -200,6 +200,37 @@ def test_benchmark_runs_seeds_on_worker_processes(tmp_path, demo_launch, tiny):
     assert main(["benchmark", str(demo_launch), "--workers", "0", "--out", str(out)]) == 2
 
 
+def test_benchmark_puts_the_mode_1_policy_beside_the_planner_in_one_table(tmp_path, capsys, demo_launch):
+    """`--planners mppi policy` on a reward task: one row planning (mode 2), one acting with the policy alone
+    (mode 1), which answers in less time per action; its return is `oda eval --mode reactive`'s."""
+    out = tmp_path / "bench"
+    tiny_reward = ["training.steps=300", "training.seed_steps=200", "training.eval_every=0",
+                   "training.checkpoint_every=0", "training.batch_size=32", "world_model.latent_dim=8",
+                   "world_model.hidden_dim=32", "world_model.reward_hidden=16", "world_model.policy_hidden=16",
+                   "planner.params.samples=32", "planner.params.elites=8", "planner.params.iterations=2"]
+    cartpole = demo_launch.parent / "cartpole-swingup.yaml"
+    assert main(["benchmark", str(cartpole), "--seeds", "0", "--episodes", "1", "--planners",
+                 "mppi", "policy", "--set", *tiny_reward, "--out", str(out), "--quiet"]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["planner"] for r in rows] == ["mppi", "policy"]
+    assert rows[1]["plan_ms_median"] < rows[0]["plan_ms_median"]  # one policy call against a search
+    assert "| cartpole-swingup | dmc/cartpole-swingup | policy | 1 |" in (out / "results.md").read_text()
+    capsys.readouterr()
+    run = out / "cartpole-swingup" / "seed0"
+    assert main(["eval", str(run), "--mode", "reactive", "--episodes", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["return_mean"] == rows[1]["return_mean"]
+
+
+def test_benchmark_refuses_unknown_planners_before_training(tmp_path, capsys, demo_launch):
+    out = tmp_path / "bench"
+    assert main(["benchmark", str(demo_launch), "--planners", "mppi", "bogus", "--out", str(out), "--quiet"]) == 2
+    assert "unknown planner 'bogus' in --planners" in capsys.readouterr().err
+    # the goal-reaching demo trains no mode-1 policy: asked for one, it says so before training
+    assert main(["benchmark", str(demo_launch), "--planners", "policy", "--out", str(out), "--quiet"]) == 2
+    assert "trains no mode-1 policy" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_benchmark_refuses_an_override_given_as_a_launch_file_before_training(tmp_path, capsys, demo_launch):
     out = tmp_path / "bench"
     assert main(["benchmark", str(demo_launch), "training.steps=100", "--out", str(out), "--quiet"]) == 2
