@@ -62,6 +62,9 @@ class TrainingSection:
     seed_steps: int = 1_000          # random-action steps before the first model update
     batch_size: int = 64
     updates_per_step: int = 1        # world-model gradient steps per environment step
+    # ... taken every `update_every` environment steps (a ratio below one, as SB3's train_freq: pixel updates
+    # cost ~130 ms on one CPU thread, so a 100k pixel run updates every few steps)
+    update_every: int = 1
     eval_every: int = 2_000          # environment steps between evaluations (0: never)
     eval_episodes: int = 5
     checkpoint_every: int = 5_000    # environment steps between checkpoints (0: only at the end)
@@ -171,9 +174,9 @@ def _check_ranges(obj: Any, path: tuple[str, ...], source: str) -> None:
     elif isinstance(obj, PlannerSection) and not obj.name:
         raise bad("name", "must be a non-empty planner name")
     elif isinstance(obj, TrainingSection):
-        minimum = {"steps": 1, "seed_steps": 0, "batch_size": 1, "updates_per_step": 0, "eval_every": 0,
-                   "eval_episodes": 0, "checkpoint_every": 0, "exploration_noise": 0.0, "replan_every": 1,
-                   "explore_steps": 0, "explore_patience": 1}
+        minimum = {"steps": 1, "seed_steps": 0, "batch_size": 1, "updates_per_step": 0, "update_every": 1,
+                   "eval_every": 0, "eval_episodes": 0, "checkpoint_every": 0, "exploration_noise": 0.0,
+                   "replan_every": 1, "explore_steps": 0, "explore_patience": 1}
         for key, low in minimum.items():
             if getattr(obj, key) < low:
                 raise bad(key, f"must be >= {low}")

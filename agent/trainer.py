@@ -221,7 +221,8 @@ class Trainer:
             self.step += 1
             if not seeding:
                 start = time.perf_counter()
-                finished = self._start_updates(t.updates_per_step if self.replay.num_steps > 0 else 0)
+                due = self.replay.num_steps > 0 and self.step % t.update_every == 0
+                finished = self._start_updates(t.updates_per_step if due else 0)
                 metrics = finished or metrics
                 self.step_ms.append((1e3 * (t1 - t0), 1e3 * (start - t1), 1e3 * (time.perf_counter() - start)))
             if self.step >= t.steps:
@@ -291,8 +292,8 @@ class Trainer:
         return summary
 
     def _pretrain(self, writer: SummaryWriter) -> None:
-        """After seeding, as many updates as seed steps (the update-to-data ratio, caught up)."""
-        n = self.cfg.training.seed_steps * self.cfg.training.updates_per_step
+        """After seeding, the updates the seed steps would have had (the update-to-data ratio, caught up)."""
+        n = self.cfg.training.seed_steps * self.cfg.training.updates_per_step // self.cfg.training.update_every
         metrics: dict[str, float] = {}
         for _ in tqdm(range(n), disable=not self.progress, desc="pretrain", leave=False):
             metrics = self.update()

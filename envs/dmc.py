@@ -76,7 +76,11 @@ class DMCEnv(OdaEnv):
     """One dm_control suite task."""
 
     def __init__(self, domain: str, task: str, obs: str = "state", image_size: int = 64,
-                 render_mode: str | None = "rgb_array", camera_id: int | None = None, sincos_angles: bool = False):
+                 render_mode: str | None = "rgb_array", camera_id: int | None = None, sincos_angles: bool = False,
+                 episode_steps: int = 1000):
+        # the suite's own limit (1000 control steps) still ends an episode; a shorter one truncates it earlier
+        if isinstance(episode_steps, bool) or not isinstance(episode_steps, int) or not 1 <= episode_steps <= 1000:
+            raise ValueError(f"episode_steps must be an int in [1, 1000] for dm_control tasks, got {episode_steps!r}")
         super().__init__(obs=obs, image_size=image_size, render_mode=render_mode)
         import gymnasium as gym
         from dm_control import suite
@@ -85,7 +89,7 @@ class DMCEnv(OdaEnv):
         self._env = suite.load(domain, task)
         self._physics = self._env.physics
         self.camera_id = (2 if domain == "quadruped" else 0) if camera_id is None else camera_id
-        self.episode_steps = 1000
+        self.episode_steps = episode_steps
         self.metadata = {**self.metadata, "render_fps": round(1.0 / self._env.control_timestep())}
         self._data = self._physics.data
         self._renderer = FrameRenderer(self._physics.model.ptr)

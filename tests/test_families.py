@@ -73,6 +73,17 @@ def test_dmc_episode_is_500_agent_steps_and_truncated_not_terminated():
     assert envs.get_spec("dmc/pendulum-swingup").episode_length() == 500
 
 
+def test_dmc_episode_steps_truncates_earlier_and_is_checked():
+    env = envs.make("dmc/pendulum-swingup", episode_steps=40)  # control steps: 20 agent steps
+    env.reset(seed=0)
+    zero = np.zeros(1, dtype=np.float32)
+    truncated = [env.step(zero)[3] for _ in range(20)]
+    assert truncated == [False] * 19 + [True]
+    for bad in (0, 1001, 2.5, True):  # past 1000 the suite itself ends the episode first
+        with pytest.raises(ValueError, match="episode_steps must be an int in \\[1, 1000\\]"):
+            envs.make("dmc/pendulum-swingup", episode_steps=bad)
+
+
 def test_gym_hopper_terminates_when_it_falls():
     env = envs.make("gym/Hopper-v5", seed=0)
     env.reset()

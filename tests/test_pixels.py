@@ -202,3 +202,19 @@ def test_after_a_short_run_latent_distance_grows_with_the_balls_distance(tmp_pat
     untrained.encoder.normalizer.load_state_dict(model.encoder.normalizer.state_dict())
     trained, baseline = rank_correlation(model), rank_correlation(untrained)
     assert trained > 0.4 and trained > baseline + 0.3, (trained, baseline)
+
+
+def test_a_reward_task_from_pixels_trains_and_evaluates_both_modes_through_the_cli(tmp_path, capsys):
+    """launch/reacher-easy-pixels.yaml shrunk: dm_control frames, reward head, critic and policy on the conv
+    latent, one update every 3 steps (the file's ratio), then `oda eval` planning and reactive."""
+    launch = Path(__file__).parent.parent / "launch" / "reacher-easy-pixels.yaml"
+    tiny = [*TINY, "world_model.latent_dim=8", "world_model.reward_hidden=16", "world_model.policy_hidden=16"]
+    run = tmp_path / "run"
+    assert main(["train", str(launch), *tiny, f"run_dir={run}", "--quiet"]) == 0
+    cfg, model = load_agent(next(run.glob("step_*")), torch.device("cpu"))
+    assert cfg.training.update_every == 3 and model.cfg.obs_shape == [2, 32, 32, 3] and model.task is not None
+    for mode in ("plan", "reactive"):
+        capsys.readouterr()
+        assert main(["eval", str(run), "--episodes", "1", "--mode", mode, "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["episodes"] == 1 and np.isfinite(result["return_mean"]) and result["return_mean"] >= 0.0
