@@ -37,6 +37,14 @@ def measurement(*values: float | np.ndarray) -> np.ndarray:
     return np.concatenate([np.ravel(v) for v in values]).astype(np.float64)
 
 
+def checked_episode_steps(value: Any, high: int | None = None) -> int:
+    """``value`` if it is an int in [1, high] (no upper bound when ``high`` is None), else a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (high is not None and value > high):
+        bound = ">= 1" if high is None else f"in [1, {high}]"
+        raise ValueError(f"episode_steps must be an int {bound}, got {value!r}")
+    return value
+
+
 def check_obs_mode(obs: str) -> str:
     if obs not in OBS_MODES:
         raise ValueError(f"unknown observation mode {obs!r}; expected one of {OBS_MODES}")

@@ -25,7 +25,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from envs.core import OdaEnv, measurement
+from envs.core import OdaEnv, checked_episode_steps, measurement
 from envs.registry import TaskSpec, register
 from envs.rendering import FrameRenderer
 
@@ -79,8 +79,7 @@ class DMCEnv(OdaEnv):
                  render_mode: str | None = "rgb_array", camera_id: int | None = None, sincos_angles: bool = False,
                  episode_steps: int = 1000):
         # the suite's own limit (1000 control steps) still ends an episode; a shorter one truncates it earlier
-        if isinstance(episode_steps, bool) or not isinstance(episode_steps, int) or not 1 <= episode_steps <= 1000:
-            raise ValueError(f"episode_steps must be an int in [1, 1000] for dm_control tasks, got {episode_steps!r}")
+        episode_steps = checked_episode_steps(episode_steps, high=1000)
         super().__init__(obs=obs, image_size=image_size, render_mode=render_mode)
         import gymnasium as gym
         from dm_control import suite

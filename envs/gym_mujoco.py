@@ -14,7 +14,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from envs.core import OdaEnv, measurement
+from envs.core import OdaEnv, checked_episode_steps, measurement
 from envs.registry import TaskSpec, register
 from envs.rendering import FrameRenderer
 
@@ -52,9 +52,8 @@ class GymMujocoEnv(OdaEnv):
     def __init__(self, gym_id: str, obs: str = "state", image_size: int = 64,
                  render_mode: str | None = "rgb_array", episode_steps: int | None = None, **gym_kwargs: Any):
         super().__init__(obs=obs, image_size=image_size, render_mode=render_mode)
-        if episode_steps is not None and (isinstance(episode_steps, bool) or not isinstance(episode_steps, int)
-                                          or episode_steps < 1):
-            raise ValueError(f"episode_steps must be an int >= 1, got {episode_steps!r}")
+        if episode_steps is not None:
+            checked_episode_steps(episode_steps)
         self.gym_id = gym_id
         self._env = gym.make(gym_id, disable_env_checker=True, **gym_kwargs).unwrapped
         self._data = self._env.data

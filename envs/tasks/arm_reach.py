@@ -29,7 +29,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from envs.core import GOAL_GROUP
+from envs.core import GOAL_GROUP, checked_episode_steps
 from envs.registry import register_task
 from envs.tasks.base import Physics, Task, TaskEnv
 
@@ -200,8 +200,7 @@ class ArmReachTask(Task):
         self.success_radius = _positive("success_radius", success_radius)
         if self.success_radius >= 0.25 * self.reach:
             raise ValueError(f"success_radius must be < a quarter of the reach, got {success_radius!r}")
-        if isinstance(episode_steps, bool) or not isinstance(episode_steps, int) or episode_steps < 1:
-            raise ValueError(f"episode_steps must be an int >= 1, got {episode_steps!r}")
+        checked_episode_steps(episode_steps)
         self.episode_steps = episode_steps
         if goal_sampling not in GOAL_SAMPLING:
             raise ValueError(f"goal_sampling must be one of {GOAL_SAMPLING}, got {goal_sampling!r}")

@@ -28,7 +28,7 @@ from numbers import Real
 
 import numpy as np
 
-from envs.core import GOAL_GROUP
+from envs.core import GOAL_GROUP, checked_episode_steps
 from envs.registry import register_task
 from envs.tasks.base import Physics, Task, TaskEnv
 from envs.tasks.planar_geometry import Box, box_overlaps_rect, disc_overlaps_rect, point_box_distance, to_world, wrap
@@ -177,8 +177,7 @@ class PushTask(Task):
             raise ValueError(f"success_pos_tol must be in (0, {HALF_TABLE}) m, got {success_pos_tol!r}")
         if not (_is_real(success_angle_tol) and 0 < success_angle_tol <= math.pi):
             raise ValueError(f"success_angle_tol must be in (0, pi] rad, got {success_angle_tol!r}")
-        if isinstance(episode_steps, bool) or not isinstance(episode_steps, int) or episode_steps < 1:
-            raise ValueError(f"episode_steps must be an int >= 1, got {episode_steps!r}")
+        checked_episode_steps(episode_steps)
         if keepout is not None:
             rect = np.asarray(keepout, dtype=np.float64).reshape(-1)
             if rect.shape != (4,) or not np.isfinite(rect).all() or rect[0] >= rect[2] or rect[1] >= rect[3]:
