@@ -213,6 +213,7 @@ def test_a_reward_task_from_pixels_trains_and_evaluates_both_modes_through_the_c
     assert main(["train", str(launch), *tiny, f"run_dir={run}", "--quiet"]) == 0
     cfg, model = load_agent(next(run.glob("step_*")), torch.device("cpu"))
     assert cfg.training.update_every == 3 and model.cfg.obs_shape == [2, 32, 32, 3] and model.task is not None
+    assert list(model.cfg.readout_grounding) == ["finger_to_target"]  # the file's training-time signal
     for mode in ("plan", "reactive"):
         capsys.readouterr()
         assert main(["eval", str(run), "--episodes", "1", "--mode", mode, "--json"]) == 0
