@@ -200,8 +200,7 @@ class ArmReachTask(Task):
         self.success_radius = _positive("success_radius", success_radius)
         if self.success_radius >= 0.25 * self.reach:
             raise ValueError(f"success_radius must be < a quarter of the reach, got {success_radius!r}")
-        checked_episode_steps(episode_steps)
-        self.episode_steps = episode_steps
+        self.episode_steps = checked_episode_steps(episode_steps)
         if goal_sampling not in GOAL_SAMPLING:
             raise ValueError(f"goal_sampling must be one of {GOAL_SAMPLING}, got {goal_sampling!r}")
         self.goal_sampling = goal_sampling

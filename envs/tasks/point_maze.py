@@ -19,7 +19,7 @@ import numbers
 
 import numpy as np
 
-from envs.core import GOAL_GROUP
+from envs.core import GOAL_GROUP, checked_episode_steps
 from envs.registry import register_task
 from envs.tasks.base import Physics, Task, TaskEnv
 from envs.tasks.maze_layout import Cell, MazeLayout, make_layout
@@ -150,13 +150,11 @@ class PointMazeTask(Task):
         max_force = 10.0 * cell_size if max_force is None else max_force
         if not (isinstance(max_force, numbers.Real) and math.isfinite(max_force) and max_force > 0):
             raise ValueError(f"max_force must be a finite number > 0, got {max_force!r}")
-        if episode_steps is not None and (not isinstance(episode_steps, (int, np.integer)) or episode_steps < 1):
-            raise ValueError(f"episode_steps must be None or an int >= 1, got {episode_steps!r}")
         self.layout = maze
         self.cell_size = float(cell_size)
         self.success_radius = float(success_radius)
         self.max_force = float(max_force)
-        self.episode_steps = int(episode_steps) if episode_steps is not None else episode_steps_for(maze)
+        self.episode_steps = episode_steps_for(maze) if episode_steps is None else checked_episode_steps(episode_steps)
         self._goal_dist = maze.distances_from(maze.safe_cells()[0])
         self._goal_cell: Cell = maze.safe_cells()[0]
 
