@@ -44,7 +44,10 @@ def _measurements(domain: str, physics: Any) -> Callable[[Any], dict[str, np.nda
     geom = lambda name: physics.model.name2id(name, "geom")  # noqa: E731
     if domain == "cartpole":
         slider, pole = physics.model.name2id("slider", "joint"), body("pole_1")
-        return lambda d: {"cart_position": measurement(d.qpos[slider]), "pole_angle_cos": measurement(d.xmat[pole, 8])}
+        # the pole's cosine and sine (the suite's bounded_position: xmat zz and xz): the cosine alone
+        # does not tell on which side of upright the pole leans
+        return lambda d: {"cart_position": measurement(d.qpos[slider]), "pole_angle_cos": measurement(d.xmat[pole, 8]),
+                          "pole_angle_sin": measurement(d.xmat[pole, 2])}
     if domain == "reacher":
         target, finger = geom("target"), geom("finger")
         def reacher(d: Any) -> dict[str, np.ndarray]:

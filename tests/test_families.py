@@ -47,6 +47,18 @@ def test_dmc_measurements_equal_the_suites_accessors(domain_task, accessors):
             np.testing.assert_allclose(info["measurements"][key], np.ravel(getattr(physics, accessor)()))
 
 
+def test_cartpole_pole_sine_and_cosine_are_the_suites_bounded_position():
+    env = envs.make("dmc/cartpole-swingup", seed=0)
+    env.reset()
+    physics = env.unwrapped._physics
+    for _ in range(4):
+        *_, info = env.step(env.action_space.sample())
+        m = info["measurements"]
+        got = np.concatenate([m["cart_position"], m["pole_angle_cos"], m["pole_angle_sin"]])
+        np.testing.assert_allclose(got, physics.bounded_position())
+        np.testing.assert_allclose(m["pole_angle_cos"] ** 2 + m["pole_angle_sin"] ** 2, 1.0, rtol=1e-6)
+
+
 def test_dmc_action_repeat_sums_rewards_and_matches_single_steps():
     actions = np.random.default_rng(1).uniform(-1, 1, size=(6, 1)).astype(np.float32)
     fine = envs.make("dmc/cartpole-swingup", action_repeat=1)
