@@ -40,7 +40,8 @@ def measurement(*values: float | np.ndarray) -> np.ndarray:
 def checked_episode_steps(value: Any, high: int | None = None) -> int:
     """``value`` as an int if it is one (numpy's included) in [1, high] (no upper bound when ``high`` is None), else a
     ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= (high or value):
+    integer = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if not integer or value < 1 or (high is not None and value > high):
         bound = ">= 1" if high is None else f"in [1, {high}]"
         raise ValueError(f"episode_steps must be an int {bound}, got {value!r}")
     return int(value)
