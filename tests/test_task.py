@@ -19,11 +19,11 @@ GAMMA = 0.9
 
 
 def train_critic(buf: EpisodeReplay, latent_dim: int, steps: int = 800, seed: int = 0,
-                 gamma: float = GAMMA, bootstrap: str = "policy") -> TaskHeads:
+                 gamma: float = GAMMA, bootstrap: str = "policy", target: str = "min") -> TaskHeads:
     """TaskHeads on latents that are the observations themselves, trained on replay windows as the
     world model trains them: reward head and critic by their losses, the policy up the critic."""
     torch.manual_seed(seed)
-    heads = TaskHeads(latent_dim, 1, 64, critics=2, gamma=gamma, tau=0.05, bootstrap=bootstrap)
+    heads = TaskHeads(latent_dim, 1, 64, critics=2, gamma=gamma, tau=0.05, bootstrap=bootstrap, target=target)
     optim = torch.optim.Adam(heads.parameters(), lr=3e-3)
     rng = np.random.default_rng(seed)
     policy_params = list(heads.policy.parameters())
@@ -116,6 +116,40 @@ def test_the_behaviour_bootstrap_values_the_data_s_actions_and_the_policy_bootst
     with pytest.raises(ValueError, match="train_horizon >= 2"):  # a one-step window has no next stored action
         WorldModelConfig(obs_dim=4, action_dim=1, reward_hidden=16, train_horizon=1,
                          critic_bootstrap="behaviour").validate()
+
+
+def test_the_mean_target_combines_two_heads_without_the_minimum_s_pessimism():
+    """Two target heads that say 2 and 8: the TD target's bootstrap takes 2 with ``target="min"`` and their
+    mean (in symlog space, as the heads regress) with ``"mean"``. Trained on the ring whose reward is the
+    action, the policy's value is a + 9 (less under the bootstrap's smoothing noise): both critics sit below it,
+    the mean's higher, and it does not overshoot."""
+    said = torch.tensor([2.0, 8.0])
+    bootstraps = {}
+    for target in ("min", "mean"):
+        heads = TaskHeads(4, 1, 16, critics=2, gamma=0.9, target=target)
+        with torch.no_grad():
+            for head, value in zip(heads.target_critic, said, strict=True):
+                head[-1].weight.zero_()
+                head[-1].bias.fill_(float(symlog(value)))
+        bootstraps[target] = heads._bootstrap(torch.zeros(3, 4))
+    torch.testing.assert_close(bootstraps["min"], torch.full((3,), 2.0))
+    torch.testing.assert_close(bootstraps["mean"], symexp(symlog(said).mean()).expand(3))
+    with pytest.raises(ValueError, match="target"):
+        TaskHeads(4, 1, 16, target="max")
+    from world_models.config import WorldModelConfig
+    with pytest.raises(ValueError, match="critic_target"):
+        WorldModelConfig(obs_dim=4, action_dim=1, critic_target="max").validate()
+
+    cells = 5
+    buf = ring_replay(cells, 2, lambda actions: actions[:, 0])
+    probe = torch.tensor([[-0.5], [0.0], [0.5]])
+    grid = (torch.eye(cells)[:, None].expand(cells, 3, cells), probe.expand(cells, 3, 1))
+    q = {}
+    for target in ("min", "mean"):
+        heads = train_critic(buf, cells, steps=1200, target=target)
+        with torch.no_grad():
+            q[target] = heads.q(*grid) - (probe[:, 0] + 9.0)  # the error against the noiseless value
+    assert (q["mean"] - q["min"]).mean() > 0.07 and (q["mean"] < 0.5).all(), q
 
 
 def test_td_targets_stay_within_the_returns_that_the_rewards_allow():

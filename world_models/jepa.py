@@ -96,7 +96,7 @@ class JEPAWorldModel(nn.Module):
                                     cfg.value_tau) if cfg.value_hidden > 0 else None)
             self.task = (TaskHeads(cfg.latent_dim, cfg.action_dim, cfg.reward_hidden, cfg.critics, cfg.gamma,
                                    cfg.critic_tau, cfg.policy_hidden, cfg.critic_shapes_latent,
-                                   cfg.critic_bootstrap)
+                                   cfg.critic_bootstrap, cfg.critic_target)
                          if cfg.reward_hidden > 0 else None)
             self.coarse = CoarseModel(cfg.latent_dim, cfg.hidden_dim, cfg.coarse_k) if cfg.coarse_k > 0 else None
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)

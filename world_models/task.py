@@ -37,7 +37,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from world_models.config import CRITIC_BOOTSTRAPS
+from world_models.config import CRITIC_BOOTSTRAPS, CRITIC_TARGETS
 from world_models.encoders import mlp
 
 # TD3's target-policy smoothing: Gaussian noise of this std, clipped, on the bootstrap's action
@@ -83,15 +83,18 @@ class TaskHeads(nn.Module):
 
     def __init__(self, latent_dim: int, action_dim: int, hidden_dim: int, critics: int = 5,
                  gamma: float = 0.99, tau: float = 0.01, policy_hidden: int | None = None,
-                 shape_latent: bool = False, bootstrap: str = "policy"):
+                 shape_latent: bool = False, bootstrap: str = "policy", target: str = "min"):
         super().__init__()
         if bootstrap not in CRITIC_BOOTSTRAPS:
             raise ValueError(f"bootstrap must be one of {CRITIC_BOOTSTRAPS}, got {bootstrap!r}")
+        if target not in CRITIC_TARGETS:
+            raise ValueError(f"target must be one of {CRITIC_TARGETS}, got {target!r}")
         if critics < 1:
             raise ValueError(f"critics must be >= 1, got {critics}")
         if not 0.0 < gamma < 1.0:
             raise ValueError(f"gamma must be in (0, 1), got {gamma}")
         self.gamma, self.tau, self.shape_latent, self.bootstrap = gamma, tau, shape_latent, bootstrap
+        self.target = target
         self.reward_net = mlp(latent_dim + action_dim, hidden_dim, 1, 1)
         self.critic = nn.ModuleList(mlp(latent_dim + action_dim, hidden_dim, 1, 1) for _ in range(critics))
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
@@ -118,9 +121,9 @@ class TaskHeads(nn.Module):
         return self.q(z, self.policy(z))
 
     def _bootstrap(self, z: Tensor, next_actions: Tensor | None = None) -> Tensor:
-        """The TD target's value of z: the minimum of two random target heads at the policy's action,
-        smoothed by clipped noise (TD3) so that a narrow peak of Q under the policy is not chased;
-        or, given ``next_actions`` (the behaviour bootstrap), at those stored actions."""
+        """The TD target's value of z: the minimum (``target="mean"``: the mean) of two random target heads
+        at the policy's action, smoothed by clipped noise (TD3) so that a narrow peak of Q under the policy
+        is not chased; or, given ``next_actions`` (the behaviour bootstrap), at those stored actions."""
         if next_actions is None:
             action = self.policy(z)
             noise = (TARGET_NOISE * torch.randn_like(action)).clamp(-TARGET_NOISE_CLIP, TARGET_NOISE_CLIP)
@@ -128,7 +131,7 @@ class TaskHeads(nn.Module):
         values = self._q(z, next_actions, target=True)
         if values.shape[0] > 2:
             values = values[torch.randperm(values.shape[0], device=z.device)[:2]]
-        return symexp(values.min(0).values)
+        return symexp(values.min(0).values if self.target == "min" else values.mean(0))
 
     def loss(self, z: Tensor, z_pred: Tensor, actions: Tensor, rewards: Tensor, terminals: Tensor
              ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
