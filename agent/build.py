@@ -21,6 +21,7 @@ from agent.cost import (
     TASK_TERM,
     VALUE_TERM,
     CostModule,
+    CriticTailConfig,
     readout_term_keys,
 )
 from agent.escape import EscapeConfig, SurpriseEscape
@@ -115,6 +116,12 @@ def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device
     if model.value is not None:
         cost.value = model.cost_to_go
     cost.task = model.task
+    if cfg.critic_tail is not None:
+        if model.task is None:
+            raise ValueError("critic_tail imagines the policy's rewards beyond the plan: it needs a reward task's "
+                             "heads (world_model.reward_hidden > 0 when training)")
+        tail = CriticTailConfig(**cfg.critic_tail)
+        cost.terminal_value = partial(model.task.tail_value, step=model.predict, steps=tail.steps, trust=tail.trust)
     cost.readout = model.readout
     if model.policy is not None:  # the mode-1 policy proposes candidates and each episode's first plan
         plan.proposal = policy_proposal(model, plan.horizon, generator=plan.generator)

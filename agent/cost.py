@@ -14,10 +14,13 @@ added to the cost with a weight (``LaunchConfig.guardrail_mode = "soft"``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from planners.base import check_float, check_int
 
 CostTerm = Callable[[Tensor, Tensor, Tensor], Tensor]  # (z [N, H, D], actions [N, H, A], z_goal [D]) -> [N]
 
@@ -62,6 +65,19 @@ GOAL_TERMS = (*COST_TERMS.keys() - {"action"}, VALUE_TERM)  # the terms that mea
 READOUT_PREFIX = "goal:"
 
 
+@dataclass
+class CriticTailConfig:
+    """The critic term's value from the model's imagination (``TaskHeads.tail_value``): the policy rolled
+    ``steps`` steps in the latent after the plan, the critic's value moved toward that by at most ``trust``."""
+
+    steps: int = 50
+    trust: float = 10.0
+
+    def __post_init__(self) -> None:
+        check_int("steps", self.steps, 1)
+        check_float("trust", self.trust, 0.0)
+
+
 def unknown_terms(names: object) -> list[str]:
     """The names among ``names`` that are no cost term (a ``goal:<key>`` term needs a non-empty key)."""
     return sorted(n for n in names if n not in TERM_NAMES
@@ -102,6 +118,9 @@ class CostModule:
         self.readout: Callable[[Tensor, tuple[str, ...]], dict[str, Tensor]] | None = None
         # reward tasks: world_models.task.TaskHeads (reward head + critic), for the task/critic terms
         self.task: Any = None
+        # z [N, D] -> [N]: the critic term's value of the plan's last latent (None: the critic's, task.value);
+        # e.g. task.tail_value with the model's step (CriticTailConfig)
+        self.terminal_value: Callable[[Tensor], Tensor] | None = None
         # the latent the plan starts from [D] (set by the actor before each plan; the policy_prior term
         # needs it for the first action)
         self.z_start: Tensor | None = None
@@ -154,7 +173,8 @@ class CostModule:
                 discount = self.task.gamma ** torch.arange(z.shape[1], device=z.device, dtype=z.dtype)
                 terms[name] = -(self.task.reward(z, actions) * discount).sum(-1).to(z.dtype)
             elif name == CRITIC_TERM:
-                terms[name] = -(self.task.gamma ** z.shape[1] * self.task.value(z[:, -1])).to(z.dtype)
+                value = self.terminal_value or self.task.value
+                terms[name] = -(self.task.gamma ** z.shape[1] * value(z[:, -1])).to(z.dtype)
             elif name == PRIOR_TERM:
                 start = self.z_start.to(device=z.device, dtype=z.dtype).expand(z.shape[0], 1, -1)
                 before = torch.cat([start, z[:, :-1]], dim=1)  # the latent each action is taken in

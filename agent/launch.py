@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from agent.adaptation import AdaptationConfig
-from agent.cost import READOUT_PREFIX, TERM_NAMES, unknown_terms
+from agent.cost import READOUT_PREFIX, TERM_NAMES, CriticTailConfig, unknown_terms
 from agent.escape import EscapeConfig
 from agent.exploration import RANDOM_ACTIONS
 from agent.guardrails import make_guardrail
@@ -34,8 +34,9 @@ OBS_MODES = ("state", "pixels")
 GUARDRAIL_MODES = ("hard", "soft")
 GUARDRAIL_FALLBACKS = ("declared", "least_violation")
 SEED_POLICIES = ("random", "play")
+# the last four: checked by their config classes
 FREE_FORM = {("world_model",), ("planner", "params"), ("cost",), ("env", "kwargs"), ("evaluation",),
-             ("hierarchy",), ("adaptation",), ("escape",)}  # the last three: checked by their config classes
+             ("hierarchy",), ("adaptation",), ("escape",), ("critic_tail",)}
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -127,6 +128,9 @@ class LaunchConfig:
     # Reward tasks: a random full-force tumble when the critic's value n steps back exceeds what followed
     # (agent.escape.EscapeConfig: window, threshold, steps). None: never.
     escape: dict[str, Any] | None = None
+    # Reward tasks: the critic term's value moved toward the model's imagination of the policy beyond the
+    # plan (agent.cost.CriticTailConfig: steps, trust). None: the critic's value.
+    critic_tail: dict[str, Any] | None = None
     # Decision-time settings for evaluation only (`oda eval` / `record` / `benchmark` and the trainer's
     # periodic evaluations), applied before any command-line override: e.g. an agent trained with the
     # flat planner that plans over a hierarchy once trained. Keys: those of EVAL_OVERRIDABLE.
@@ -204,7 +208,7 @@ def _check_ranges(obj: Any, path: tuple[str, ...], source: str) -> None:
         if obj.training.explore_frontier > 0 and obj.hierarchy is None:
             raise ValueError(f"{source}: 'training.explore_frontier' heads for landmarks: it needs a 'hierarchy'")
         for name, section in (("hierarchy", HierarchyConfig), ("adaptation", AdaptationConfig),
-                              ("escape", EscapeConfig)):
+                              ("escape", EscapeConfig), ("critic_tail", CriticTailConfig)):
             if getattr(obj, name) is not None:
                 try:
                     section(**getattr(obj, name))
@@ -296,7 +300,7 @@ def load_launch(path: str | Path, overrides: list[str] | dict | None = None) -> 
 
 #: what may change at evaluation time without retraining (the world model and its inputs may not)
 EVAL_OVERRIDABLE = ("guardrails", "guardrail_mode", "guardrail_horizon", "guardrail_fallback", "cost", "env.kwargs",
-                    "planner", "training.replan_every", "hierarchy", "adaptation", "escape")
+                    "planner", "training.replan_every", "hierarchy", "adaptation", "escape", "critic_tail")
 
 
 def _eval_overridable(key: str) -> bool:

@@ -120,6 +120,20 @@ class TaskHeads(nn.Module):
         """Discounted return expected from latents z [..., D] acting with the policy -> [...]."""
         return self.q(z, self.policy(z))
 
+    def tail_value(self, z: Tensor, step: Callable[[Tensor, Tensor], Tensor], steps: int, trust: float) -> Tensor:
+        """The critic's value of z [N, D], moved toward the model's own imagination by at most ``trust``:
+        the policy rolled ``steps`` steps through the one-step model ``step``, the reward head's discounted
+        rewards on the way and the critic's value where it ends. The model can know better than the critic
+        (cartpole: it ranks the balanced cart at the centre above the parked one, where the critic ranks
+        it below); it can also be exploited where it is optimistic (from a hanging pole, a plan that
+        dithers and leaves the swing-up to the imagined policy): the bound keeps the critic's ranking
+        wherever the two disagree by more. ``trust`` 0: the critic's value."""
+        value = self.value(z)
+        latents, actions = self.policy.imagine(z, step, steps)
+        discount = self.gamma ** torch.arange(steps, device=z.device, dtype=value.dtype)
+        imagined = (self.reward(latents, actions) * discount).sum(-1) + self.gamma ** steps * self.value(latents[:, -1])
+        return value + (imagined - value).clamp(-trust, trust)
+
     def _bootstrap(self, z: Tensor, next_actions: Tensor | None = None) -> Tensor:
         """The TD target's value of z: the minimum (``target="mean"``: the mean) of two random target heads
         at the policy's action, smoothed by clipped noise (TD3) so that a narrow peak of Q under the policy
