@@ -126,8 +126,8 @@ class TaskHeads(nn.Module):
         rewards on the way and the critic's value where it ends. The model can know better than the critic
         (cartpole: it ranks the balanced cart at the centre above the parked one, where the critic ranks
         it below); it can also be exploited where it is optimistic (from a hanging pole, a plan that
-        dithers and leaves the swing-up to the imagined policy): the bound keeps the critic's ranking
-        wherever the two disagree by more. ``trust`` 0: the critic's value."""
+        dithers and leaves the swing-up to the imagined policy): the bound caps how far an optimistic
+        imagination can lift any plan above the critic's value. ``trust`` 0: the critic's value."""
         value = self.value(z)
         latents, actions = self.policy.imagine(z, step, steps)
         discount = self.gamma ** torch.arange(steps, device=z.device, dtype=value.dtype)
