@@ -170,8 +170,7 @@ class CostModule:
             elif name == VALUE_TERM:
                 terms[name] = self.value(z[:, -1], z_goal).to(z.dtype)
             elif name == TASK_TERM:
-                discount = self.task.gamma ** torch.arange(z.shape[1], device=z.device, dtype=z.dtype)
-                terms[name] = -(self.task.reward(z, actions) * discount).sum(-1).to(z.dtype)
+                terms[name] = -self.task.discounted_reward(z, actions).to(z.dtype)
             elif name == CRITIC_TERM:
                 value = self.terminal_value or self.task.value
                 terms[name] = -(self.task.gamma ** z.shape[1] * value(z[:, -1])).to(z.dtype)

@@ -107,6 +107,12 @@ class TaskHeads(nn.Module):
         """Predicted reward of taking ``actions`` [..., A] that led to ``z_next`` [..., D] -> [...]."""
         return symexp(self.reward_net(torch.cat([z_next, actions], dim=-1))[..., 0])
 
+    def discounted_reward(self, z_next: Tensor, actions: Tensor) -> Tensor:
+        """Predicted rewards of a trajectory discounted from its first step: z_next [N, H, D] (the latents that
+        actions [N, H, A] led to) -> sum_h gamma^h r_h [N]."""
+        discount = self.gamma ** torch.arange(z_next.shape[1], device=z_next.device, dtype=z_next.dtype)
+        return (self.reward(z_next, actions) * discount).sum(-1)
+
     def _q(self, z: Tensor, actions: Tensor, target: bool = False) -> Tensor:
         heads = self.target_critic if target else self.critic
         za = torch.cat([z, actions], dim=-1)
@@ -130,8 +136,7 @@ class TaskHeads(nn.Module):
         imagination can lift any plan above the critic's value. ``trust`` 0: the critic's value."""
         value = self.value(z)
         latents, actions = self.policy.imagine(z, step, steps)
-        discount = self.gamma ** torch.arange(steps, device=z.device, dtype=value.dtype)
-        imagined = (self.reward(latents, actions) * discount).sum(-1) + self.gamma ** steps * self.value(latents[:, -1])
+        imagined = self.discounted_reward(latents, actions) + self.gamma ** steps * self.value(latents[:, -1])
         return value + (imagined - value).clamp(-trust, trust)
 
     def _bootstrap(self, z: Tensor, next_actions: Tensor | None = None) -> Tensor:
