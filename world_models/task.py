@@ -135,6 +135,8 @@ class TaskHeads(nn.Module):
         dithers and leaves the swing-up to the imagined policy): the bound caps how far an optimistic
         imagination can lift any plan above the critic's value. ``trust`` 0: the critic's value."""
         value = self.value(z)
+        if trust == 0:  # nothing to move: skip the K-step imagination (it runs for every sample of every plan)
+            return value
         latents, actions = self.policy.imagine(z, step, steps)
         imagined = self.discounted_reward(latents, actions) + self.gamma ** steps * self.value(latents[:, -1])
         return value + (imagined - value).clamp(-trust, trust)
