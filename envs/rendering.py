@@ -108,6 +108,8 @@ def write_mp4(path: str | os.PathLike, frames: list[np.ndarray], fps: int = 30) 
     if not frames:
         raise ValueError("no frames to write")
     path = Path(path)
+    if path.suffix.lower() != ".mp4":
+        raise ValueError(f"an MP4 video needs a path ending in .mp4, got {str(path)!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     with imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=1, quality=8) as writer:

@@ -54,6 +54,15 @@ def test_mp4_without_imageio_ffmpeg_names_the_missing_package(tmp_path, monkeypa
     assert not list(tmp_path.iterdir())
 
 
+def test_mp4_path_without_the_suffix_is_refused_by_name(tmp_path):
+    """imageio picks its writer by the suffix: without `.mp4` it failed with a message about backends."""
+    from envs.rendering import write_mp4
+
+    with pytest.raises(ValueError, match=r"ending in \.mp4"):
+        write_mp4(tmp_path / "clip", [np.zeros((8, 8, 3), np.uint8)])
+    assert not list(tmp_path.iterdir())
+
+
 def test_bad_id_and_bad_parameter_give_clear_errors(capsys):
     assert main(["envs", "show", "oda/NoSuchTask-v0"]) == 2
     assert "unknown env id 'oda/NoSuchTask-v0'" in capsys.readouterr().err
