@@ -214,9 +214,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_record(args: argparse.Namespace) -> int:
     from agent.record import record
+    from envs.rendering import mp4_path
 
-    if Path(args.out).suffix.lower() != ".mp4":  # checked before the episodes run, not after
-        raise ValueError(f"--out must name an .mp4 file (the video is H.264 MP4), got {args.out!r}")
+    mp4_path(args.out)  # refused before the episodes run, not after
     indices = episode_indices(args)
     cfg, env, actor, calibration = _load_actor(args)
     result = record(env, actor, indices, args.out, size=args.size, seed=args.seed)

@@ -96,6 +96,15 @@ def write_png(path: str | os.PathLike, frame: np.ndarray) -> Path:
     return path
 
 
+def mp4_path(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, refused unless it ends in .mp4 (imageio picks its writer by the suffix, and without
+    it fails with a message about backends); callers check it before the work whose frames it will hold."""
+    path = Path(path)
+    if path.suffix.lower() != ".mp4":
+        raise ValueError(f"an MP4 video needs a path ending in .mp4, got {str(path)!r}")
+    return path
+
+
 def write_mp4(path: str | os.PathLike, frames: list[np.ndarray], fps: int = 30) -> Path:
     """Encode frames to an H.264 MP4 with imageio-ffmpeg (bundled ffmpeg binary)."""
     import imageio
@@ -107,9 +116,7 @@ def write_mp4(path: str | os.PathLike, frames: list[np.ndarray], fps: int = 30) 
                                   "pip install imageio-ffmpeg", name="imageio_ffmpeg") from err
     if not frames:
         raise ValueError("no frames to write")
-    path = Path(path)
-    if path.suffix.lower() != ".mp4":
-        raise ValueError(f"an MP4 video needs a path ending in .mp4, got {str(path)!r}")
+    path = mp4_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     with imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=1, quality=8) as writer:
