@@ -13,7 +13,8 @@ added to the cost with a weight (``LaunchConfig.guardrail_mode = "soft"``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,6 +140,23 @@ class CostModule:
         if z_goal.ndim != 1:
             raise ValueError(f"z_goal must have shape [D], got {list(z_goal.shape)}")
         self.z_goal = z_goal.detach()
+
+    @contextmanager
+    def muted(self, names: list[str] | tuple[str, ...]) -> Iterator[None]:
+        """Within the block, the terms ``names`` are off (e.g. a goal-only term while a subgoal is the target).
+        Each must be a term of this cost (one already off stays off: a level above may have muted it), and
+        one term at least must stay on."""
+        missing = sorted(set(names) - set(self.weights))
+        if missing:
+            raise ValueError(f"cannot mute cost term(s) {missing}: not in this cost {self.weights}")
+        kept = {name: w for name, w in self.active.items() if name not in names}
+        if not kept:
+            raise ValueError(f"muting {sorted(names)} leaves no active cost term")
+        active, self.active = self.active, kept
+        try:
+            yield
+        finally:
+            self.active = active
 
     def __call__(self, z: Tensor, actions: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         if self.needs_goal and self.z_goal is None:

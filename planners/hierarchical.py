@@ -26,7 +26,8 @@ call:
    that the cost-to-go puts nearest the goal, and from there, for this goal, the goal itself);
 3. it runs the low-level planner, constraint (guardrails) included, and restores the goal; with
    ``tumble_after: n``, once the route to the goal has not shortened in n calls, a random full-force
-   direction held for ``tumble_steps`` calls instead (where the constraint allows it).
+   direction held for ``tumble_steps`` calls instead (where the constraint allows it); the cost terms in
+   ``goal_only_terms`` are off while the target is a subgoal (the objective's ``muted``).
 
 Landmarks that the constraint rules out (e.g. inside a keep-out zone, read out from the latent) are
 not used as subgoals: guardrails hold at the high level too, where readouts can judge a latent.
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -286,11 +288,13 @@ class HierarchicalPlanner:
         with torch.no_grad():
             subgoal = self._subgoal(z0, goal)
         high_ms = (time.perf_counter() - start) * 1e3
+        mute = self.config.goal_only_terms if subgoal is not goal else ()
         objective.set_goal(subgoal)
         try:
-            plan = self._tumble_plan(z0, goal, dynamics, objective, constraint)
-            if plan is None:
-                plan = self.low.plan(z0, dynamics, objective, constraint)
+            with objective.muted(mute) if mute else nullcontext():
+                plan = self._tumble_plan(z0, goal, dynamics, objective, constraint)
+                if plan is None:
+                    plan = self.low.plan(z0, dynamics, objective, constraint)
         finally:
             objective.set_goal(goal)
         finer = plan.info.get("subgoals", [])  # set by a hierarchical level below this one

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from planners.base import check_float, check_int
 
@@ -67,6 +67,10 @@ class HierarchyConfig:
     # no better, and it pressed there for 550 steps (BENCHMARKS.md, "tumble_after"). 0: never.
     tumble_after: int = 0
     tumble_steps: int = 15
+    # cost terms that score the goal itself only: off while the low level aims at a subgoal of the route, on
+    # once it heads for the goal. A readout's distance (`goal:agent_xy`, metres) is a straight line; toward a
+    # subgoal round a corner it pulls into the wall, where the learned latent distance goes round it
+    goal_only_terms: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -85,6 +89,9 @@ class HierarchyConfig:
         check_int("stuck_steps", self.stuck_steps, 0)
         check_int("tumble_after", self.tumble_after, 0)
         check_int("tumble_steps", self.tumble_steps, 1)
+        if not isinstance(self.goal_only_terms, (list, tuple)) or not all(
+                isinstance(t, str) for t in self.goal_only_terms):
+            raise ValueError(f"goal_only_terms must be a list of cost term names, got {self.goal_only_terms!r}")
         if not isinstance(self.keep_place, bool):
             raise ValueError(f"keep_place must be true or false, got {self.keep_place!r}")
         if self.pass_within is not None:

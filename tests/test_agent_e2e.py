@@ -302,6 +302,11 @@ def test_launch_evaluation_section_sets_how_the_trained_agent_plans(tmp_path, de
     assert len(actor.planner.graph) == 8 and dict(actor.cost.weights) == {"goal": 1.0, "action": 0.1}
     _, _, actor, _ = load("hierarchy=null", "cost={goal: 2.0}")  # the command line overrides the file
     assert not isinstance(actor.planner, HierarchicalPlanner) and dict(actor.cost.weights) == {"goal": 2.0}
+    _, _, actor, _ = load("hierarchy.goal_only_terms=[action]")  # a term that scores the goal only
+    assert actor.planner.config.goal_only_terms == ["action"]
+    for bad, why in (("[goal_final]", "no active cost term"), ("[goal, action]", "none would be left")):
+        with pytest.raises(ValueError, match=why):
+            load(f"hierarchy.goal_only_terms={bad}")
 
 
 def test_seeding_with_the_tasks_play_policy(tmp_path, demo_launch, tiny):

@@ -255,3 +255,33 @@ def test_tumble_after_no_progress_holds_a_random_full_force_direction_then_plans
                                                         8, start=at_goal))
     with pytest.raises(ValueError, match="tumble_steps"):
         HierarchyConfig(tumble_steps=0)
+
+
+def test_goal_only_terms_are_off_toward_a_subgoal_and_on_toward_the_goal():
+    """goal_only_terms: a readout's straight-line distance scores the goal only. Toward a subgoal up the U's left
+    arm the plan carries no such term; near the goal, heading for it, it does; the cost module is restored."""
+    from agent.cost import CostModule
+
+    planner = _u_corridor(ends="nearest", goal_only_terms=["goal:xy"])
+    cost = CostModule({"goal": 1.0, "goal:xy": 1.0})
+    cost.readout = lambda z, keys: {k: z for k in keys}
+    move = lambda z, a: z[:, None] + 0.01 * a.cumsum(1)  # noqa: E731
+    goal = torch.tensor([0.3, 0.02])
+    cost.set_goal(goal)
+    toward_subgoal = planner.plan(torch.tensor([0.0, 0.02]), move, cost)
+    assert planner.route and "goal:xy" not in toward_subgoal.terms and "goal" in toward_subgoal.terms
+    assert set(cost.active) == {"goal", "goal:xy"} and torch.equal(cost.z_goal, goal)
+    planner.reset()  # a new episode, started beside the goal
+    toward_goal = planner.plan(torch.tensor([0.3, 0.05]), move, cost)
+    assert not planner.route and "goal:xy" in toward_goal.terms
+    plain = _u_corridor(ends="nearest").plan(torch.tensor([0.0, 0.02]), move, cost)
+    assert "goal:xy" in plain.terms  # off by default
+    with pytest.raises(ValueError, match="goal_only_terms"):
+        HierarchyConfig(goal_only_terms="goal:xy")
+    with pytest.raises(ValueError, match="not in this cost"), cost.muted(["action"]):
+        pass
+    with cost.muted(["goal:xy"]), cost.muted(["goal:xy"]):  # muted above (a third level), muted again
+        assert set(cost.active) == {"goal"}
+    assert set(cost.active) == {"goal", "goal:xy"}
+    with pytest.raises(ValueError, match="no active cost term"), cost.muted(["goal", "goal:xy"]):
+        pass
