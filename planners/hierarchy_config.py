@@ -69,7 +69,7 @@ class HierarchyConfig:
     tumble_steps: int = 15
     # cost terms that score the goal itself only: off while the low level aims at a subgoal of the route, on
     # once it heads for the goal. A readout's distance (`goal:agent_xy`, metres) is a straight line; toward a
-    # subgoal round a corner it pulls into the wall, where the learned latent distance goes round it. 2x2 rooms from
+    # subgoal round a corner it may pull into the wall, where the learned latent distance goes round it. 2x2 rooms from
     # pixels: 69% / 90% against 72% / 89% without (BENCHMARKS.md, "goal_only_terms"): off in the launch files
     goal_only_terms: list[str] = field(default_factory=list)
 
