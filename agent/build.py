@@ -130,11 +130,10 @@ def make_actor(cfg: LaunchConfig, model: JEPAWorldModel, action_dim: int, device
             raise ValueError("hierarchy needs the learned cost-to-go that joins its landmarks: set "
                              "world_model.value_hidden > 0 when training")
         hierarchy = HierarchyConfig(**cfg.hierarchy)
-        idle = sorted(set(hierarchy.goal_only_terms) - set(cost.active))
-        if idle:
-            raise ValueError(f"hierarchy goal_only_terms {idle} are no active cost term (the cost: {cost.active})")
-        if not set(cost.active) - set(hierarchy.goal_only_terms):
-            raise ValueError("hierarchy goal_only_terms name every cost term: none would be left toward a subgoal")
+        try:  # here rather than at the first subgoal, mid-episode
+            cost.unmuted(hierarchy.goal_only_terms)
+        except ValueError as err:
+            raise ValueError(f"hierarchy goal_only_terms: {err}") from None
         plan = HierarchicalPlanner(plan, hierarchy, steps=model.cost_to_go,
                                    coarse=model.coarse, seed=cfg.seed)
     adaptation = None  # the reactive mode-1 policy plans nothing for a residual memory to correct

@@ -141,17 +141,24 @@ class CostModule:
             raise ValueError(f"z_goal must have shape [D], got {list(z_goal.shape)}")
         self.z_goal = z_goal.detach()
 
+    def unmuted(self, names: list[str] | tuple[str, ...]) -> dict[str, float]:
+        """The active terms left with ``names`` off; raises unless each is a term of this cost and one term at
+        least stays on (a planner that mutes terms checks its setting with this when it is built)."""
+        missing = sorted(set(names) - set(self.weights))
+        if missing:
+            raise ValueError(f"cannot mute cost term(s) {missing}: not in this cost {self.weights}, "
+                             f"no active cost term of that name")
+        kept = {name: w for name, w in self.active.items() if name not in names}
+        if not kept:
+            raise ValueError(f"muting {sorted(names)} leaves no active cost term: none would be left to plan with")
+        return kept
+
     @contextmanager
     def muted(self, names: list[str] | tuple[str, ...]) -> Iterator[None]:
         """Within the block, the terms ``names`` are off (e.g. a goal-only term while a subgoal is the target).
         Each must be a term of this cost (one already off stays off: a level above may have muted it), and
         one term at least must stay on."""
-        missing = sorted(set(names) - set(self.weights))
-        if missing:
-            raise ValueError(f"cannot mute cost term(s) {missing}: not in this cost {self.weights}")
-        kept = {name: w for name, w in self.active.items() if name not in names}
-        if not kept:
-            raise ValueError(f"muting {sorted(names)} leaves no active cost term")
+        kept = self.unmuted(names)
         active, self.active = self.active, kept
         try:
             yield
