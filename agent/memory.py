@@ -257,9 +257,9 @@ class EpisodeReplay:
         if missing or unknown:
             raise ValueError(f"replay state: missing keys {missing}, unknown keys {unknown}")
         arrs = {k: _as_numpy(v) for k, v in state.items()}
-        capacity = arrs["capacity"].reshape(-1)
-        if capacity.shape != (1,) or int(capacity[0]) != self.capacity:
-            raise ValueError(f"replay state: capacity {capacity.tolist()} does not match this buffer's {self.capacity}")
+        capacity = arrs["capacity"].reshape(-1)  # the saving buffer's: this one may be larger (a longer resume)
+        if capacity.shape != (1,):
+            raise ValueError(f"replay state: capacity must be one value, got {capacity.tolist()}")
         lengths, starts = arrs["episode_lengths"], arrs["episode_starts"]
         if lengths.ndim != 1 or starts.shape != lengths.shape or lengths.dtype.kind not in "iu":
             raise ValueError("replay state: episode_starts/episode_lengths must be 1-d integer arrays of equal length")

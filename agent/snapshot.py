@@ -85,8 +85,11 @@ def load_training_state(trainer: Trainer, path: Path) -> None:
         optim_state.setdefault(int(index), {})[name] = value
     trainer.optim.load_state_dict({"state": optim_state, "param_groups": config["optimizer_param_groups"]})
     replay_state = {k: v.numpy() for k, v in _split(tensors, "replay.").items()}
-    capacity = int(replay_state["capacity"].reshape(-1)[0])
-    if capacity != trainer.replay.capacity:  # a resumed run may train for more steps than planned
+    # A resume with a larger training.steps grows the buffer to the new budget, so that nothing saved is
+    # evicted (it kept the saved size until stop 67: a giant-layout PointMaze run resumed from 21k to 40k kept
+    # only its last 23k steps); one with a smaller budget keeps the saved size.
+    capacity = max(int(replay_state["capacity"].reshape(-1)[0]), trainer.replay.capacity)
+    if capacity != trainer.replay.capacity:
         replay = trainer.replay
         trainer.replay = type(replay)(capacity, replay.obs_shape, replay.obs_dtype, replay.action_dim,
                                       replay.measurement_dims)

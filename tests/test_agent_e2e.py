@@ -151,6 +151,20 @@ def test_resume_continues_at_the_saved_step_with_the_replay(trained_run, tmp_pat
     assert timing["update_ms_median"] > 0 and timing["step_ms_median"] >= timing["plan_ms_median"]
 
 
+def test_resume_with_a_longer_budget_grows_the_replay(trained_run, tmp_path, demo_launch, tiny):
+    """training.steps raised at --resume: the replay takes the new budget, so nothing saved is evicted."""
+    run = tmp_path / "longer"
+    shutil.copytree(trained_run, run)
+    cfg = load_launch(demo_launch, [*tiny, "training.steps=600", f"run_dir={run}"])
+    trainer = Trainer(cfg, resume=True, progress=False)
+    episode_steps = trainer.env.unwrapped.episode_steps
+    assert trainer.step == 240 and trainer.replay.num_steps == 240
+    assert trainer.replay.capacity == 600 + 2 * episode_steps + 1
+    shorter = Trainer(load_launch(demo_launch, [*tiny, "training.steps=120", f"run_dir={run}"]), resume=True,
+                      progress=False)
+    assert shorter.replay.capacity == 240 + 2 * episode_steps + 1  # the saved size: nothing dropped
+
+
 def test_corrupt_and_foreign_checkpoints_are_refused(trained_run, tmp_path, capsys):
     bad = tmp_path / "bad"
     shutil.copytree(trained_run / "step_00000240", bad)

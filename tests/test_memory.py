@@ -180,8 +180,10 @@ def test_load_state_dict_validates():
     buf = filled(capacity=100)
     state = buf.state_dict()
     fresh = lambda: EpisodeReplay(100, (2,), np.float32, 2, {"xy": 2})
-    with pytest.raises(ValueError, match="capacity"):
-        EpisodeReplay(99, (2,), np.float32, 2, {"xy": 2}).load_state_dict(state)
+    with pytest.raises(ValueError, match="70 slots exceed capacity 69"):  # 7 episodes, 63 steps, 70 slots
+        EpisodeReplay(69, (2,), np.float32, 2, {"xy": 2}).load_state_dict(state)
+    with pytest.raises(ValueError, match="capacity must be one value"):
+        fresh().load_state_dict({**state, "capacity": np.array([100, 100])})
     with pytest.raises(ValueError, match="missing keys \\['meas/xy'\\]"):
         fresh().load_state_dict({k: v for k, v in state.items() if k != "meas/xy"})
     with pytest.raises(ValueError, match="'obs'.*got float64"):
@@ -189,6 +191,22 @@ def test_load_state_dict_validates():
     bad = dict(state, episode_lengths=state["episode_lengths"] + 1)
     with pytest.raises(ValueError, match="inconsistent"):
         fresh().load_state_dict(bad)
+
+
+def test_a_larger_buffer_takes_a_saved_state_and_evicts_nothing_more():
+    """A resume with a longer training budget loads the saved replay into a larger buffer: the same
+    episodes and samples, then room for the new ones where the saved buffer would have evicted."""
+    buf = filled(capacity=80)  # 70 slots used
+    larger = EpisodeReplay(160, (2,), np.float32, 2, {"xy": 2})
+    larger.load_state_dict(buf.state_dict())
+    assert larger.episode_lengths() == buf.episode_lengths() and larger.capacity == 160
+    a, b = buf.sample(64, 4, np.random.default_rng(5)), larger.sample(64, 4, np.random.default_rng(5))
+    np.testing.assert_array_equal(a["obs"], b["obs"])
+    for replay in (buf, larger):
+        replay.add_episode(*make_episode(7, 30))
+    assert larger.num_episodes == 8 and larger.num_steps == 63 + 30
+    assert buf.num_episodes < 8  # the saved size had to evict
+    assert larger.state_dict()["capacity"].tolist() == [160]
 
 
 def test_short_term_memory():
