@@ -49,7 +49,8 @@ class HierarchyConfig:
     # passed; None: `reach`. The cost-to-go does not see every wall: with `reach: 8` a 4x4 agent
     # passed the landmark in a door and pressed for 950 steps toward the next one, across the wall
     # beside it. 0 (with ends: nearest) passes a subgoal only once the agent is at it (locate). 3, with the
-    # position term goal:agent_xy at weight 3: a 4x4 agent 38/40 against 23/40 (BENCHMARKS.md, stop 66)
+    # position term goal:agent_xy at weight 3: a 4x4 agent 38/40 against 23/40 (BENCHMARKS.md, stop 66);
+    # a second training seed 27/40 with both (stop 67)
     pass_within: float | None = None
     # with ends: nearest, where the agent is at no landmark (between two, or pressed against a wall out of
     # its landmark's range), count it at the last landmark it was at this episode, for routing and passing.
