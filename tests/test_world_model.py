@@ -338,6 +338,19 @@ def test_collapse_diagnostics_on_known_clouds():
     assert point["latent/effective_rank"] == 0.0 and point["latent/std_min"] < 1e-6
 
 
+def test_predictor_width_is_its_own_setting_and_old_configs_keep_hidden_dim():
+    widths = lambda m: [layer.out_features for layer in m.predictor.net if isinstance(layer, torch.nn.Linear)]  # noqa: E731
+    assert widths(JEPAWorldModel(_cfg(hidden_dim=32))) == [32, 32, 16]
+    model = JEPAWorldModel(_cfg(hidden_dim=32, predictor_hidden=48, predictor_layers=3))
+    assert widths(model) == [48, 48, 48, 16]
+    assert [layer.out_features for layer in model.encoder.net if isinstance(layer, torch.nn.Linear)][0] == 32
+    old = _cfg(hidden_dim=32).to_dict()
+    del old["predictor_hidden"]  # a checkpoint written before the setting existed
+    assert WorldModelConfig.from_dict(old).predictor_hidden == 0
+    with pytest.raises(ValueError, match="predictor_hidden"):
+        _cfg(predictor_hidden=-1).validate()
+
+
 def test_config_dict_round_trip():
     cfg = _cfg(measurement_dims={"agent_xy": 2, "agent_speed": 1})
     assert WorldModelConfig.from_dict(cfg.to_dict()) == cfg

@@ -20,6 +20,7 @@ class WorldModelConfig:
     hidden_dim: int = 256
     encoder_layers: int = 2     # hidden layers of the encoder MLP
     predictor_layers: int = 2   # hidden layers of the predictor MLP
+    predictor_hidden: int = 0   # hidden width of the predictor MLP; 0 = hidden_dim
     train_horizon: int = 5      # multi-step latent rollout length in the loss
     rho: float = 0.9            # per-step weight rho**t of the rollout loss
     ema_tau: float = 0.99       # target <- tau * target + (1 - tau) * online
@@ -131,7 +132,8 @@ class WorldModelConfig:
         """Raise ValueError naming the first bad field; the trainer fills obs/action dims first."""
         positive = ("obs_dim", "action_dim", "latent_dim", "hidden_dim", "encoder_layers", "predictor_layers",
                     "train_horizon", "readout_hidden", "critics", "conv_channels")
-        for name in ("value_hidden", "reward_hidden", "policy_hidden", "coarse_k"):  # 0 = no such head
+        # 0 = no such head (predictor_hidden: hidden_dim)
+        for name in ("value_hidden", "reward_hidden", "policy_hidden", "coarse_k", "predictor_hidden"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"WorldModelConfig.{name} must be an int >= 0, got {value!r}")

@@ -24,7 +24,8 @@ class ResidualPredictor(nn.Module):
         super().__init__()
         self.latent_dim = cfg.latent_dim
         self.action_dim = cfg.action_dim
-        self.net = mlp(cfg.latent_dim + cfg.action_dim, cfg.hidden_dim, cfg.latent_dim, cfg.predictor_layers)
+        width = cfg.predictor_hidden or cfg.hidden_dim
+        self.net = mlp(cfg.latent_dim + cfg.action_dim, width, cfg.latent_dim, cfg.predictor_layers)
         last = self.net[-1]
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
