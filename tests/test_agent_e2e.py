@@ -383,3 +383,33 @@ def test_training_with_a_residual_memory_learns_only_from_the_steps_it_planned(t
     taken = trainer.replay._actions  # the replay holds the actions executed, noise included
     for a in mem._a.cpu().numpy():
         assert np.all(taken == a, axis=1).any(), "a remembered action was not one the agent executed"
+
+
+def test_refit_trains_a_changed_model_on_the_checkpoints_own_replay(trained_run, tmp_path, capsys):
+    """python -m agent.refit: a new model from the checkpoint's replay, saved where oda eval takes it."""
+    from agent.refit import main as refit_main
+    from agent.snapshot import load_replay
+
+    source = trained_run / "step_00000240"
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for run in runs:
+        assert refit_main([str(source), str(run), "world_model.predictor_hidden=24", "--updates", "20",
+                           "--quiet"]) == 0
+    saved = runs[0] / "step_00000240"
+    assert capsys.readouterr().out.split() == [str(saved), str(runs[1] / "step_00000240")]
+    cfg, model = load_agent(saved, torch.device("cpu"))
+    assert model.cfg.predictor_hidden == 24 and model.predictor.net[0].out_features == 24
+    _, original = load_agent(source, torch.device("cpu"))
+    assert not torch.equal(model.encoder.net[0].weight, original.encoder.net[0].weight)  # a fresh model
+    replay, kept = load_replay(saved), load_replay(source)
+    assert replay.num_steps == kept.num_steps == 240
+    np.testing.assert_array_equal(replay.observations(), kept.observations())
+    _, twin = load_agent(runs[1] / "step_00000240", torch.device("cpu"))  # seeded: the same refit twice
+    for (name, a), (_, b) in zip(model.state_dict().items(), twin.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    assert main(["eval", str(saved), "--episodes", "1", "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["episodes"] == 1
+    for bad, named in ((["env.id=gym/Reacher-v5"], "env.id"), (["world_model.bogus=1"], "bogus")):
+        assert refit_main([str(source), str(tmp_path / "c"), *bad, "--updates", "2", "--quiet"]) == 2
+        assert named in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
