@@ -413,3 +413,23 @@ def test_refit_trains_a_changed_model_on_the_checkpoints_own_replay(trained_run,
         assert refit_main([str(source), str(tmp_path / "c"), *bad, "--updates", "2", "--quiet"]) == 2
         assert named in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_model_audit_compares_imagined_and_real_positions_on_the_replay(trained_run, capsys):
+    from agent.model_audit import audit
+    from agent.model_audit import main as audit_main
+
+    assert audit_main([str(trained_run), "--horizon", "3", "--samples", "200"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["checkpoint"].endswith("step_00000240") and report["windows"] == 200
+    parts = [report[k] for k in ("pressed", "moved", "rest")]
+    assert sum(p["windows"] for p in parts) == 200
+    assert report["readout_error_mean"] > 0 and report["rollout_error_mean"] > 0
+    for part, (low, high) in zip(parts, ((0.0, 0.1), (0.3, np.inf), (0.0, 0.3)), strict=True):
+        if part["windows"]:
+            assert low <= part["actual_move_mean"] <= high and part["predicted_move_mean"] >= 0
+    assert audit(trained_run, horizon=3, samples=200) == report  # the same draw of windows: the same figures
+    with pytest.raises(ValueError, match="ee_pos"):
+        audit(trained_run, key="ee_pos")
+    with pytest.raises(ValueError, match="horizon"):
+        audit(trained_run, horizon=0)
