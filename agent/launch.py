@@ -231,7 +231,7 @@ def _check_ranges(obj: Any, path: tuple[str, ...], source: str) -> None:
 
 # ---------------------------------------------------------------------- overrides
 
-def _parse_overrides(overrides: list[str] | dict | None) -> list[tuple[str, Any]]:
+def parse_overrides(overrides: list[str] | dict | None) -> list[tuple[str, Any]]:
     if overrides is None:
         return []
     if isinstance(overrides, dict):
@@ -293,7 +293,7 @@ def load_launch(path: str | Path, overrides: list[str] | dict | None = None) -> 
         raise ValueError(f"{path}: launch file is empty")
     if not isinstance(data, dict):
         raise ValueError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
-    for key, value in _parse_overrides(overrides):
+    for key, value in parse_overrides(overrides):
         apply_override(data, key, value)
     return LaunchConfig.from_dict(data, source=str(path))
 
@@ -313,7 +313,7 @@ def eval_overrides(cfg: LaunchConfig, overrides: list[str] | None) -> LaunchConf
     (already applied: applying twice would undo an override of the same key)."""
     if not overrides and not cfg.evaluation:
         return cfg
-    parsed = _parse_overrides(overrides or [])
+    parsed = parse_overrides(overrides or [])
     for key, _ in parsed:
         if not _eval_overridable(key):
             raise ValueError(f"override {key!r}: at evaluation only {', '.join(EVAL_OVERRIDABLE)} may change "

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from agent.checkpoint import checkpoint_dir, checkpoint_or_latest, load_checkpoint
-from agent.launch import LaunchConfig, _parse_overrides, apply_override
+from agent.launch import LaunchConfig, apply_override, parse_overrides
 from agent.snapshot import KIND, load_replay, save_training_state
 from agent.trainer import Trainer
 
@@ -33,7 +33,7 @@ def refit(checkpoint: str | Path, run_dir: str | Path, overrides: list[str] | No
     path = checkpoint_or_latest(checkpoint)
     _, config = load_checkpoint(path, kind=KIND)
     data = config["launch"]
-    for key, value in _parse_overrides([*(overrides or []), f"run_dir={run_dir}"]):
+    for key, value in parse_overrides([*(overrides or []), f"run_dir={run_dir}"]):
         if key == "env" or key.startswith("env."):
             raise ValueError(f"override {key!r}: a refit keeps the checkpoint's env (its replay is that env's)")
         apply_override(data, key, value)
