@@ -258,6 +258,9 @@ class HierarchicalPlanner:
             self._route_nodes.pop(0)
         if self._partial and not self.route:  # as far as the graph goes: for this goal, no way back there
             self._partial, self._beyond = False, True
+        if self.route and self.config.goal_within is not None and self.reached(z0, goal, self.config.goal_within):
+            self.route.clear()  # at the goal: no landmark near it pulls the agent off (goal_within)
+            self._route_nodes.clear()
         return self.route[0] if self.route else goal
 
     def _stuck(self, z0: Tensor) -> bool:

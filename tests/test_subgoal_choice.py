@@ -285,3 +285,27 @@ def test_goal_only_terms_are_off_toward_a_subgoal_and_on_toward_the_goal():
     assert set(cost.active) == {"goal", "goal:xy"}
     with pytest.raises(ValueError, match="no active cost term"), cost.muted(["goal", "goal:xy"]):
         pass
+
+
+def test_goal_within_keeps_the_agent_at_its_goal_when_the_goals_landmark_is_another():
+    """goal_within: at the goal, the agent is located at one landmark and the goal at the next; the route
+    then leads to that landmark, past the goal (a 4x4 agent was pulled 0.5 m off its goal this way). With the
+    goal within goal_within steps the agent heads for the goal itself; a goal further off keeps its route."""
+    walk = torch.stack([torch.linspace(0, 1, 11), torch.zeros(11)], 1)  # landmarks 1 learned step apart
+    steps = lambda z, g: (z - g.expand_as(z)).norm(dim=-1) * 10  # noqa: E731
+
+    def planner(goal_within: float | None) -> HierarchicalPlanner:
+        cfg = HierarchyConfig(landmarks=11, max_edge=3.0, reach=2.0, edges="experience", reversible=True,
+                              ends="nearest", pass_within=0.3, goal_within=goal_within)
+        high = HierarchicalPlanner(make_planner("mppi", 2, horizon=3, samples=16, elites=4, iterations=1, seed=0),
+                                   cfg, steps)
+        high.build_graph(walk, episodes=torch.zeros(11, dtype=torch.long))
+        return high
+
+    here, goal = torch.tensor([0.52, 0.0]), torch.tensor([0.56, 0.0])  # at landmark 0.5; the goal's is 0.6
+    assert float(planner(None)._subgoal(here, goal)[0]) == pytest.approx(0.6)  # off the goal, to its landmark
+    assert torch.equal(planner(0.5)._subgoal(here, goal), goal)  # 0.4 steps away: straight for the goal
+    far = torch.tensor([0.96, 0.0])
+    assert 0.55 < float(planner(0.5)._subgoal(here, far)[0]) < 0.9  # 4.4 steps: a landmark of the route
+    with pytest.raises(ValueError, match="goal_within"):
+        HierarchyConfig(goal_within=-1.0)
